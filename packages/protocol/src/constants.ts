@@ -1,0 +1,36 @@
+/**
+ * Fixed names and defaults shared by the helper and every client. Changing a default here changes
+ * it everywhere, so each one carries the reason it has the value it has.
+ */
+
+/** Bumped on any incompatible change to a method, notification or model; reported by `helper.info`. */
+export const PROTOCOL_VERSION = 1;
+
+/** Default RPC socket; systemd's RuntimeDirectory=tproxy creates /run/tproxy (see systemd/). */
+export const DEFAULT_SOCKET_PATH = '/run/tproxy/helper.sock';
+
+/** Default state directory (systemd StateDirectory=tproxy): CA, applied-rules record. */
+export const DEFAULT_STATE_DIR = '/var/lib/tproxy';
+
+/** Longest JSON-RPC line either side accepts; large enough for an exchange with two 64 KiB bodies in base64. */
+export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+/** Capture defaults, all overridable per `capture.start`. */
+export const CAPTURE_DEFAULTS = {
+  /** Intercepted destination ports. */
+  ports: [443] as number[],
+  /** fwmark set on intercepted packets so `ip rule` routes them to the local table. */
+  mark: 0x2333,
+  /** SO_MARK on the helper's own upstream sockets; the OUTPUT chain returns early on it (anti-loop). */
+  bypassMark: 0x539,
+  /** Policy-routing table holding `local 0.0.0.0/0` and `local ::/0`. */
+  routeTable: 233,
+  /** Transparent listener addresses and port. Loopback keeps the listener unreachable from outside. */
+  listenV4: '127.0.0.1',
+  listenV6: '::1',
+  listenPort: 8443,
+  /** Whether IPv6 destinations are intercepted too. */
+  ipv6: true,
+  /** Bytes of each body kept in the capture; the wire copy is never cut. */
+  bodyCaptureLimit: 64 * 1024,
+} as const;

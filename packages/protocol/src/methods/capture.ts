@@ -1,0 +1,143 @@
+/**
+ * `capture.*`: start, stop and inspect interception. The start parameters are validated here, once,
+ * for the helper and every client alike; each message names the field that is wrong.
+ */
+import { isIPv4, isIPv6 } from 'node:net';
+import { z } from 'zod';
+import { CAPTURE_DEFAULTS } from '../constants.js';
+import { defineMethod } from './descriptor.js';
+
+const U32_MAX = 0xffffffff;
+/** Linux route table ids are u32, but 0 (unspec) and 253-255 (default/main/local) are reserved. */
+const RESERVED_TABLES = new Set([0, 253, 254, 255]);
+
+const portSchema = (what: string) =>
+  z
+    .number({ error: `${what} must be a number` })
+    .int(`${what} must be an integer`)
+    .min(1, `${what} must be between 1 and 65535`)
+    .max(65535, `${what} must be between 1 and 65535`);
+
+const markSchema = (what: string) =>
+  z
+    .number({ error: `${what} must be a number` })
+    .int(`${what} must be an integer`)
+    .min(1, `${what} must be greater than 0 (0 means "no mark")`)
+    .max(U32_MAX, `${what} must fit in 32 bits`);
+
+export const CaptureStartParamsSchema = z
+  .object({
+    /** Destination TCP ports to intercept. Default [443]. */
+    ports: z
+      .array(portSchema('ports[]'), { error: 'ports must be an array of port numbers' })
+      .min(1, 'ports must name at least one port')
+      .max(64, 'ports may name at most 64 ports')
+      .refine((p) => new Set(p).size === p.length, 'ports must not repeat a port')
+      .default(CAPTURE_DEFAULTS.ports),
+    /** fwmark for intercepted packets. Default 0x2333. */
+    mark: markSchema('mark').default(CAPTURE_DEFAULTS.mark),
+    /** SO_MARK of the helper's own upstream sockets, never intercepted. Default 0x539. */
+    bypassMark: markSchema('bypassMark').default(CAPTURE_DEFAULTS.bypassMark),
+    /** Policy-routing table id. Default 233. */
+    routeTable: z
+      .number({ error: 'routeTable must be a number' })
+      .int('routeTable must be an integer')
+      .min(1, 'routeTable must be between 1 and 2147483647')
+      .max(2 ** 31 - 1, 'routeTable must be between 1 and 2147483647')
+      .refine((t) => !RESERVED_TABLES.has(t), 'routeTable must not be a reserved table (253 default, 254 main, 255 local)')
+      .default(CAPTURE_DEFAULTS.routeTable),
+    /** IPv4 address of the transparent listener. Default 127.0.0.1. */
+    listenV4: z.string().refine(isIPv4, 'listenV4 must be an IPv4 address').default(CAPTURE_DEFAULTS.listenV4),
+    /** IPv6 address of the transparent listener. Default ::1. */
+    listenV6: z.string().refine(isIPv6, 'listenV6 must be an IPv6 address').default(CAPTURE_DEFAULTS.listenV6),
+    /** Port of the transparent listeners. Default 8443. */
+    listenPort: portSchema('listenPort').default(CAPTURE_DEFAULTS.listenPort),
+    /** Intercept IPv6 destinations too. Default true. */
+    ipv6: z.boolean({ error: 'ipv6 must be true or false' }).default(CAPTURE_DEFAULTS.ipv6),
+    /** Bytes of each body kept in the capture (0..16 MiB). Default 64 KiB. */
+    bodyCaptureLimit: z
+      .number({ error: 'bodyCaptureLimit must be a number' })
+      .int('bodyCaptureLimit must be an integer')
+      .min(0, 'bodyCaptureLimit must be between 0 and 16777216')
+      .max(16 * 1024 * 1024, 'bodyCaptureLimit must be between 0 and 16777216')
+      .default(CAPTURE_DEFAULTS.bodyCaptureLimit),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.mark === c.bypassMark) {
+      ctx.addIssue({ code: 'custom', path: ['bypassMark'], message: 'bypassMark must differ from mark' });
+    }
+    if (c.ports.includes(c.listenPort)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['listenPort'],
+        message: 'listenPort must not be one of the intercepted ports (the listener would intercept itself)',
+      });
+    }
+  });
+
+/** The effective capture configuration: every default filled in. */
+export const CaptureConfigSchema = z.object({
+  ports: z.array(z.number().int()),
+  mark: z.number().int(),
+  bypassMark: z.number().int(),
+  routeTable: z.number().int(),
+  listenV4: z.string(),
+  listenV6: z.string(),
+  listenPort: z.number().int(),
+  ipv6: z.boolean(),
+  bodyCaptureLimit: z.number().int(),
+});
+
+export const CaptureStatusSchema = z.object({
+  /** A capture is running: rules applied and listeners accepting. */
+  running: z.boolean(),
+  /** Capture can run on this host; when false, `reason` says what is missing. */
+  available: z.boolean(),
+  reason: z.string().optional(),
+  /** Connections accepted by the transparent listeners since this capture started. */
+  interceptCount: z.number().int().nonnegative(),
+  /** Listener endpoints while running. */
+  listeners: z.array(z.object({ address: z.string(), port: z.number().int() })),
+  /** Effective configuration while running. */
+  config: CaptureConfigSchema.optional(),
+  /** What is applied to the kernel while running: one line per rule or route, in apply order. */
+  rules: z.array(z.string()),
+  /** Wall-clock start of the running capture (epoch ms). */
+  startedAt: z.number().optional(),
+  /** Whether our CA is currently installed in the OS trust store. */
+  caInstalled: z.boolean(),
+  /** The trust-store file we installed, while installed. */
+  trustStorePath: z.string().optional(),
+});
+
+export const CaptureStopParamsSchema = z.object({}).strict();
+export const CaptureStatusParamsSchema = z.object({}).strict();
+
+export const captureStart = defineMethod({
+  method: 'capture.start',
+  summary: 'Install the CA, apply the steering rules and start intercepting',
+  params: CaptureStartParamsSchema,
+  result: CaptureStatusSchema,
+  access: 'write',
+});
+
+export const captureStop = defineMethod({
+  method: 'capture.stop',
+  summary: 'Stop intercepting, revert every rule and route, and remove the CA from the trust store',
+  params: CaptureStopParamsSchema,
+  result: CaptureStatusSchema,
+  access: 'write',
+});
+
+export const captureStatus = defineMethod({
+  method: 'capture.status',
+  summary: 'Whether capture runs or can run, and what is applied',
+  params: CaptureStatusParamsSchema,
+  result: CaptureStatusSchema,
+  access: 'read',
+});
+
+export type CaptureStartParams = z.input<typeof CaptureStartParamsSchema>;
+export type CaptureConfig = z.infer<typeof CaptureConfigSchema>;
+export type CaptureStatus = z.infer<typeof CaptureStatusSchema>;
