@@ -1,0 +1,36 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { UsageError, parseHelperArgs } from './config.js';
+
+describe('parseHelperArgs', () => {
+  it('uses the documented defaults', () => {
+    const c = parseHelperArgs([], {});
+    assert.equal(c.mode, 'run');
+    assert.equal(c.socketPath, '/run/tproxy/helper.sock');
+    assert.equal(c.stateDir, '/var/lib/tproxy');
+    assert.deepEqual(c.allowUids, []);
+  });
+
+  it('collects repeatable flags', () => {
+    const c = parseHelperArgs(['--allow-uid', '1000', '--allow-uid', '1001', '--upstream-ca', '/a.pem', '--upstream-ca', '/b.pem', '--socket', '/tmp/s'], {});
+    assert.deepEqual(c.allowUids, [1000, 1001]);
+    assert.deepEqual(c.upstreamCaFiles, ['/a.pem', '/b.pem']);
+    assert.equal(c.socketPath, '/tmp/s');
+  });
+
+  it('takes the socket from TPROXY_SOCKET', () => {
+    assert.equal(parseHelperArgs([], { TPROXY_SOCKET: '/run/x.sock' }).socketPath, '/run/x.sock');
+  });
+
+  it('names the bad flag', () => {
+    assert.throws(() => parseHelperArgs(['--allow-uid', 'bob'], {}), (e: Error) => e instanceof UsageError && /--allow-uid must be a numeric uid/.test(e.message));
+    assert.throws(() => parseHelperArgs(['--socket', 'rel/path'], {}), /--socket must be an absolute path/);
+    assert.throws(() => parseHelperArgs(['--log-level', 'loud'], {}), /--log-level/);
+    assert.throws(() => parseHelperArgs(['--nope'], {}), UsageError);
+  });
+
+  it('selects the mode', () => {
+    assert.equal(parseHelperArgs(['--cleanup'], {}).mode, 'cleanup');
+    assert.equal(parseHelperArgs(['-h'], {}).mode, 'help');
+  });
+});

@@ -1,0 +1,78 @@
+/**
+ * The helper's command line, parsed and validated in one pure function so bad input gets a clear
+ * message naming the flag before anything touches the host.
+ */
+import { parseArgs } from 'node:util';
+import { DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR } from '@tproxy/protocol';
+
+export interface HelperConfig {
+  mode: 'run' | 'cleanup' | 'help' | 'version';
+  socketPath: string;
+  stateDir: string;
+  /** Non-root uids allowed to use the RPC socket; the first one owns the socket file. */
+  allowUids: number[];
+  /** Extra trust anchors (PEM files) for the upstream leg: private CAs, tests. */
+  upstreamCaFiles: string[];
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+}
+
+export const USAGE = `Usage: tproxy-helper [options]
+
+Root daemon of tproxy: steers this machine's outbound HTTPS to itself, decrypts and captures it,
+and serves JSON-RPC on a Unix socket for tproxyctl and tproxy-ui.
+
+Options:
+  --socket PATH        RPC socket (default ${DEFAULT_SOCKET_PATH}, env TPROXY_SOCKET)
+  --state-dir DIR      CA and applied-state record (default ${DEFAULT_STATE_DIR})
+  --allow-uid UID      also serve this non-root uid (repeatable); the first owns the socket
+  --upstream-ca FILE   also trust this PEM CA for upstream servers (repeatable)
+  --log-level LEVEL    debug | info | warn | error (default info)
+  --cleanup            remove every rule, route and CA entry a previous run left, then exit
+  --version            print the version
+  -h, --help           this help
+`;
+
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+export function parseHelperArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): HelperConfig {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        socket: { type: 'string' },
+        'state-dir': { type: 'string' },
+        'allow-uid': { type: 'string', multiple: true },
+        'upstream-ca': { type: 'string', multiple: true },
+        'log-level': { type: 'string' },
+        cleanup: { type: 'boolean' },
+        version: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const allowUids = (values['allow-uid'] ?? []).map((v) => {
+    if (!/^\d+$/.test(v) || Number(v) > 0xfffffffe) throw new UsageError(`--allow-uid must be a numeric uid, got ${JSON.stringify(v)}`);
+    return Number(v);
+  });
+  const logLevel = values['log-level'] ?? env.TPROXY_LOG_LEVEL ?? 'info';
+  if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) throw new UsageError(`--log-level must be debug, info, warn or error, got ${JSON.stringify(logLevel)}`);
+  const socketPath = values.socket ?? env.TPROXY_SOCKET ?? DEFAULT_SOCKET_PATH;
+  if (!socketPath.startsWith('/')) throw new UsageError(`--socket must be an absolute path, got ${JSON.stringify(socketPath)}`);
+  const stateDir = values['state-dir'] ?? DEFAULT_STATE_DIR;
+  if (!stateDir.startsWith('/')) throw new UsageError(`--state-dir must be an absolute path, got ${JSON.stringify(stateDir)}`);
+  return {
+    mode: values.help ? 'help' : values.version ? 'version' : values.cleanup ? 'cleanup' : 'run',
+    socketPath,
+    stateDir,
+    allowUids,
+    upstreamCaFiles: values['upstream-ca'] ?? [],
+    logLevel: logLevel as HelperConfig['logLevel'],
+  };
+}

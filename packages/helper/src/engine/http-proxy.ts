@@ -1,0 +1,184 @@
+/**
+ * The HTTP/1.1 relay for decrypted connections: Node's own parser (llhttp, which already refuses
+ * conflicting Content-Length/Transfer-Encoding and malformed chunks) reads the client's requests;
+ * each is forwarded over a pooled, verified upstream connection, and both bodies stream with
+ * backpressure (pipe) while a capped copy is kept. Keep-alive, chunked bodies both ways, HEAD,
+ * 204/304 and 100-continue follow Node's HTTP semantics, and 100 is relayed only when the upstream
+ * sends it. This module does not accept connections or terminate TLS: engine.ts hands it sockets.
+ */
+import http from 'node:http';
+import type net from 'node:net';
+import type { Endpoint, ExchangeError, TlsInfo } from '@tproxy/protocol';
+import { LiveExchange } from '../capture/live-exchange.js';
+import { maskRawHeaders } from '../capture/mask.js';
+import type { ExchangeStore } from '../capture/store.js';
+import type { Logger } from '../log.js';
+import { classifyUpstreamError } from './errors.js';
+import { rawToPairs, requestUrl, stripHopByHop } from './headers.js';
+import type { UpstreamPool } from './upstream.js';
+
+/** What the engine learnt about a decrypted connection before HTTP started. */
+export interface ConnectionInfo {
+  client: Endpoint;
+  /** The original destination. */
+  server: Endpoint;
+  tls: TlsInfo;
+}
+
+export interface HttpProxyOptions {
+  pool: UpstreamPool;
+  store: ExchangeStore;
+  bodyCaptureLimit: number;
+  log: Logger;
+}
+
+/** How long a client may take to send a request head (slowloris guard). */
+const HEADERS_TIMEOUT_MS = 60_000;
+/** Idle time a kept-alive client connection may sit between requests. */
+const KEEP_ALIVE_TIMEOUT_MS = 60_000;
+
+export class HttpProxy {
+  private readonly server: http.Server;
+  private readonly info = new WeakMap<net.Socket, ConnectionInfo>();
+
+  constructor(private readonly opts: HttpProxyOptions) {
+    this.server = http.createServer({
+      // No whole-request deadline: a 1 GiB upload legitimately takes long. Slow heads are bounded
+      // by headersTimeout; idle connections by keepAliveTimeout.
+      requestTimeout: 0,
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    });
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => this.handle(req, res);
+    this.server.on('request', handler);
+    // With a checkContinue listener Node does not answer 100 itself: we relay the upstream's.
+    this.server.on('checkContinue', handler);
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => this.clientError(err, socket));
+  }
+
+  /** Serves HTTP/1.1 on a decrypted socket. */
+  serve(socket: net.Socket, info: ConnectionInfo): void {
+    this.info.set(socket, info);
+    this.server.emit('connection', socket);
+  }
+
+  private clientError(err: NodeJS.ErrnoException, socket: net.Socket): void {
+    const info = this.info.get(socket);
+    this.opts.log.debug(`client ${info ? `${info.client.address}:${info.client.port}` : ''} sent invalid HTTP: ${err.code ?? ''} ${err.message}`);
+    if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    const body = `tproxy: invalid HTTP request (${err.code ?? 'parse error'})\n`;
+    socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  }
+
+  private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const info = this.info.get(req.socket);
+    if (!info) {
+      res.writeHead(500, { 'content-type': 'text/plain', connection: 'close' }).end('tproxy: connection without context\n');
+      return;
+    }
+    const { store, pool, bodyCaptureLimit } = this.opts;
+    const ex = new LiveExchange({
+      client: info.client,
+      server: info.server,
+      tls: info.tls,
+      method: req.method ?? 'GET',
+      url: requestUrl(req.url ?? '/', req.headers.host, info.tls.sni, info.server.address, info.server.port),
+      httpVersion: req.httpVersion,
+      headers: maskRawHeaders(req.rawHeaders),
+      bodyCaptureLimit,
+    });
+    store.add(ex);
+
+    const target = { address: info.server.address, port: info.server.port, serverName: info.tls.sni };
+    const finish = (error?: ExchangeError) => {
+      if (ex.finished) return;
+      if (error) ex.fail(error);
+      else ex.complete();
+      store.finish(ex);
+    };
+
+    const upReq = http.request({
+      agent: pool.agentFor(target),
+      host: target.address,
+      port: target.port,
+      method: req.method,
+      path: req.url,
+      headers: stripHopByHop(req.rawHeaders, true),
+      setHost: false,
+    });
+    if (req.headers.expect?.toLowerCase() === '100-continue') upReq.flushHeaders();
+
+    upReq.on('socket', (socket) => {
+      const onReady = () => {
+        ex.markUpstreamConnected();
+        ex.setTlsUpstreamVersion((socket as import('node:tls').TLSSocket).getProtocol?.() ?? undefined);
+      };
+      // Pooled sockets are ready at once; new ones only reach us after the TLS verification.
+      if (socket.connecting) socket.once('connect', onReady);
+      else onReady();
+    });
+    upReq.on('continue', () => res.writeContinue());
+
+    req.on('data', (chunk: Buffer) => ex.requestBody.add(chunk));
+    req.pipe(upReq);
+
+    upReq.on('response', (upRes) => {
+      ex.setResponse({
+        status: upRes.statusCode ?? 502,
+        statusMessage: upRes.statusMessage ?? '',
+        httpVersion: upRes.httpVersion,
+        headers: maskRawHeaders(upRes.rawHeaders),
+      });
+      store.update(ex);
+      res.sendDate = false; // relay the upstream's Date (or its absence) untouched
+      res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, stripHopByHop(upRes.rawHeaders));
+      upRes.on('data', (chunk: Buffer) => ex.responseBody.add(chunk));
+      // Registered before pipe() so trailers are added before pipe ends the response.
+      upRes.on('end', () => {
+        if (upRes.rawTrailers.length > 0) res.addTrailers(rawToPairs(upRes.rawTrailers));
+      });
+      upRes.on('error', (err) => {
+        finish(classifyUpstreamError(err, target, true));
+        res.destroy();
+      });
+      upRes.on('close', () => {
+        if (!upRes.complete && !ex.finished) {
+          finish(classifyUpstreamError(new Error('upstream closed before the response body ended'), target, true));
+          res.destroy();
+        }
+      });
+      upRes.pipe(res);
+    });
+
+    upReq.on('error', (err) => {
+      const error = classifyUpstreamError(err, target, ex.hasResponse);
+      if (!res.headersSent) {
+        const body = `tproxy: ${error.message}\n`;
+        ex.setResponse({ status: 502, statusMessage: 'Bad Gateway', httpVersion: '1.1', headers: [['Content-Type', 'text/plain; charset=utf-8']] });
+        ex.responseBody.add(Buffer.from(body));
+        finish(error);
+        req.resume(); // discard the rest of the request body
+        res.writeHead(502, 'Bad Gateway', { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
+        res.end(body);
+      } else {
+        finish(error);
+        res.destroy();
+      }
+    });
+
+    res.on('finish', () => finish());
+    res.on('close', () => {
+      if (!res.writableFinished && !ex.finished) {
+        finish({ kind: 'client-aborted', message: 'the client closed the connection before the exchange finished' });
+        upReq.destroy();
+      }
+    });
+  }
+
+  /** Stops serving: destroys kept-alive client connections. */
+  close(): void {
+    // The server never listens (engine.ts feeds it sockets), so there is nothing to close() beyond them.
+    this.server.closeAllConnections();
+  }
+}

@@ -1,0 +1,18 @@
+/**
+ * The production upstream connector: a TCP connection opened by the native addon with the bypass
+ * SO_MARK set before connect(), so even the SYN skips our OUTPUT rule (setting the mark after a
+ * Node connect would let the SYN be intercepted: a loop back into ourselves).
+ */
+import net from 'node:net';
+import type { NativeNet } from '@tproxy/native';
+import type { SocketConnector } from '../engine/upstream.js';
+
+/** A destination that does not answer within this is reported as a connect timeout (502). */
+export const CONNECT_TIMEOUT_MS = 10_000;
+
+export function markedConnector(native: Pick<NativeNet, 'connectMarked'>, bypassMark: number, timeoutMs = CONNECT_TIMEOUT_MS): SocketConnector {
+  return async (address, port) => {
+    const fd = await native.connectMarked(address, port, bypassMark, timeoutMs);
+    return new net.Socket({ fd, readable: true, writable: true });
+  };
+}

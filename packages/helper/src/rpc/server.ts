@@ -1,0 +1,151 @@
+/**
+ * The per-connection loop of the RPC socket: identify the peer by SO_PEERCRED, refuse it before
+ * reading anything if it is not allowed, then frame newline-delimited JSON into the dispatcher and
+ * write responses and notifications back. Memory per connection is bounded: lines by the framer,
+ * requests in flight by a cap (the socket is paused above it), and unread output by a queue limit
+ * past which a subscriber that stopped reading is disconnected rather than buffered without end.
+ */
+import type net from 'node:net';
+import { ErrorCode, LineDecoder, MAX_MESSAGE_BYTES, RpcError, encode, notifications } from '@tproxy/protocol';
+import type { ExchangeEvent } from '../capture/store.js';
+import type { Logger } from '../log.js';
+import type { PeerIdentity, RequestContext, RpcConnectionHandle, Services } from './context.js';
+import type { Dispatcher } from './dispatcher.js';
+import { decidePeer } from './peer.js';
+
+export interface RpcServerOptions {
+  dispatcher: Dispatcher;
+  services: Services;
+  log: Logger;
+  allowedUids: readonly number[];
+  /** SO_PEERCRED of a connected Unix socket; null when the native addon is unavailable. */
+  peerCredentials: ((socket: net.Socket) => PeerIdentity) | null;
+  maxLineBytes?: number;
+  maxClients?: number;
+  /** Unread bytes queued to one client before it is considered stuck. */
+  maxQueuedBytes?: number;
+}
+
+const MAX_IN_FLIGHT = 32;
+const DEFAULT_MAX_CLIENTS = 64;
+const DEFAULT_MAX_QUEUED_BYTES = 16 * 1024 * 1024;
+
+const EVENT_METHOD: Record<ExchangeEvent, string> = {
+  started: notifications.exchangeStarted.method,
+  updated: notifications.exchangeUpdated.method,
+  completed: notifications.exchangeCompleted.method,
+};
+
+export class RpcServer {
+  private readonly connections = new Set<net.Socket>();
+  private nextId = 1;
+
+  constructor(private readonly opts: RpcServerOptions) {}
+
+  get clientCount(): number {
+    return this.connections.size;
+  }
+
+  attach(server: net.Server): void {
+    server.on('connection', (socket) => this.accept(socket));
+  }
+
+  closeAll(): void {
+    for (const s of this.connections) s.destroy();
+    this.connections.clear();
+  }
+
+  private accept(socket: net.Socket): void {
+    const { log, allowedUids } = this.opts;
+    socket.on('error', (err) => log.debug(`rpc connection error: ${err.message}`));
+    let peer: PeerIdentity | null = null;
+    if (this.opts.peerCredentials) {
+      try {
+        peer = this.opts.peerCredentials(socket);
+      } catch (err) {
+        log.warn(`rpc: cannot read peer credentials, refusing the connection: ${(err as Error).message}`);
+        socket.destroy();
+        return;
+      }
+    }
+    const decision = decidePeer(peer, allowedUids);
+    const who = peer ? `uid ${peer.uid} pid ${peer.pid}` : 'unknown peer';
+    if (decision.rule === 'refused') {
+      log.warn(`rpc: refused ${who}: only root and --allow-uid ${allowedUids.join(',') || '(none)'} may connect`);
+      const err = new RpcError(ErrorCode.AccessDenied, `access denied: uid ${peer!.uid} may not use tproxy-helper; run as root or start the helper with --allow-uid ${peer!.uid}`);
+      socket.end(encode({ jsonrpc: '2.0', id: null, error: err.toWire() }));
+      return;
+    }
+    if (this.connections.size >= (this.opts.maxClients ?? DEFAULT_MAX_CLIENTS)) {
+      log.warn(`rpc: refused ${who}: too many clients (${this.connections.size})`);
+      const err = new RpcError(ErrorCode.InternalError, 'too many clients connected to tproxy-helper; try again later');
+      socket.end(encode({ jsonrpc: '2.0', id: null, error: err.toWire() }));
+      return;
+    }
+    log.debug(`rpc: accepted ${who} (rule: ${decision.rule})`);
+    this.connections.add(socket);
+
+    const id = this.nextId++;
+    let unsubscribe: (() => void) | null = null;
+    const maxQueued = this.opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    const write = (message: unknown): boolean => {
+      if (socket.destroyed || !socket.writable) return false;
+      socket.write(encode(message));
+      return true;
+    };
+    const handle: RpcConnectionHandle = {
+      id,
+      get subscribed() {
+        return unsubscribe !== null;
+      },
+      subscribe: () => {
+        if (unsubscribe) return;
+        unsubscribe = this.opts.services.store.subscribe((event, exchange) => {
+          if (socket.writableLength > maxQueued) {
+            log.warn(`rpc: ${who} stopped reading notifications (${socket.writableLength} bytes queued); disconnecting it`);
+            socket.destroy();
+            return;
+          }
+          write({ jsonrpc: '2.0', method: EVENT_METHOD[event], params: { exchange } });
+        });
+      },
+      unsubscribe: () => {
+        unsubscribe?.();
+        unsubscribe = null;
+      },
+    };
+    const ctx: RequestContext = { peer, permissions: decision.permissions, connection: handle, services: this.opts.services, log };
+    const decoder = new LineDecoder(this.opts.maxLineBytes ?? MAX_MESSAGE_BYTES);
+    let inFlight = 0;
+
+    const process = async (line: string) => {
+      inFlight++;
+      if (inFlight >= MAX_IN_FLIGHT) socket.pause();
+      try {
+        const response = await this.opts.dispatcher.receive(line, ctx);
+        if (response) write(response);
+      } catch (err) {
+        log.error(`rpc: dispatcher failed: ${(err as Error).stack ?? String(err)}`);
+      } finally {
+        inFlight--;
+        if (inFlight < MAX_IN_FLIGHT && socket.isPaused()) socket.resume();
+      }
+    };
+
+    socket.on('data', (chunk: Buffer) => {
+      for (const frame of decoder.push(chunk)) {
+        if (frame.kind === 'oversize') {
+          const err = new RpcError(ErrorCode.InvalidRequest, `message too large: the limit is ${frame.limit} bytes per line`);
+          write({ jsonrpc: '2.0', id: null, error: err.toWire() });
+        } else {
+          void process(frame.line);
+        }
+      }
+    });
+    socket.on('close', () => {
+      handle.unsubscribe();
+      this.connections.delete(socket);
+      log.debug(`rpc: ${who} disconnected`);
+    });
+  }
+}
