@@ -1,0 +1,136 @@
+/**
+ * TproxyClient: the typed front door to tproxy-helper. A call is typed by the protocol's method
+ * descriptor and its result is checked against the descriptor's result schema, so a helper of
+ * another protocol version (or a broken one) gives a clear ProtocolError instead of a TypeError deep
+ * in a caller. Notifications are validated the same way before listeners see them.
+ * It owns nothing but that typing layer: sockets, framing and timeouts live in `connection.ts`, and
+ * params are not validated here because the helper validates them and names the bad field.
+ */
+import {
+  DEFAULT_SOCKET_PATH,
+  ExchangeNotificationParamsSchema,
+  formatZodError,
+  notifications,
+  type Exchange,
+  type MethodDescriptor,
+  type ParamsOf,
+  type ResultOf,
+} from '@tproxy/protocol';
+import { Connection } from './connection.js';
+import { ProtocolError } from './errors.js';
+
+export type ExchangeEvent = 'started' | 'updated' | 'completed';
+export type ExchangeListener = (event: ExchangeEvent, exchange: Exchange) => void;
+
+export interface ConnectOptions {
+  /** Default: `$TPROXY_SOCKET`, else DEFAULT_SOCKET_PATH (/run/tproxy/helper.sock). */
+  socketPath?: string;
+  /** Per-call timeout in ms; default 30 s, 0 disables it. */
+  timeoutMs?: number;
+}
+
+export interface CallOptions {
+  /** Overrides the connection's per-call timeout for this call. */
+  timeoutMs?: number;
+}
+
+const EXCHANGE_EVENTS: ReadonlyMap<string, ExchangeEvent> = new Map([
+  [notifications.exchangeStarted.method, 'started'],
+  [notifications.exchangeUpdated.method, 'updated'],
+  [notifications.exchangeCompleted.method, 'completed'],
+]);
+
+/** The socket path a client uses: explicit option, then `$TPROXY_SOCKET`, then the default. */
+export function resolveSocketPath(explicit?: string, env: NodeJS.ProcessEnv = process.env): string {
+  return explicit || env.TPROXY_SOCKET || DEFAULT_SOCKET_PATH;
+}
+
+export class TproxyClient {
+  private readonly exchangeListeners = new Set<ExchangeListener>();
+  private readonly errorListeners = new Set<(err: ProtocolError) => void>();
+
+  private constructor(private readonly connection: Connection) {
+    connection.onNotification((method, params) => this.onNotification(method, params));
+  }
+
+  /** Connects to the helper. Throws DaemonUnreachableError (with a hint) when nobody listens or access is denied. */
+  static async connect(options: ConnectOptions = {}): Promise<TproxyClient> {
+    const connection = await Connection.open({
+      socketPath: resolveSocketPath(options.socketPath),
+      ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+    });
+    return new TproxyClient(connection);
+  }
+
+  get socketPath(): string {
+    return this.connection.socketPath;
+  }
+
+  /** True once the connection has closed. */
+  get closed(): boolean {
+    return this.connection.closed;
+  }
+
+  /**
+   * Calls one method, typed by its descriptor: `client.call(methods.captureStatus, {})`. Rejects
+   * with the helper's RpcError, CallTimeoutError, a close reason, or ProtocolError when the result
+   * does not match the descriptor's schema.
+   */
+  async call<D extends MethodDescriptor>(descriptor: D, params: ParamsOf<D>, options: CallOptions = {}): Promise<ResultOf<D>> {
+    const raw = await this.connection.request(descriptor.method, params, options.timeoutMs);
+    const parsed = descriptor.result.safeParse(raw);
+    if (!parsed.success) {
+      throw new ProtocolError(`tproxy-helper sent an invalid result for ${descriptor.method}: ${formatZodError(parsed.error)}`);
+    }
+    return parsed.data as ResultOf<D>;
+  }
+
+  /**
+   * Listens for exchange notifications (the connection must have called `exchanges.subscribe`).
+   * Each exchange is schema-checked first; an invalid one goes to `onError` listeners instead.
+   * Returns an unsubscribe function.
+   */
+  onExchange(listener: ExchangeListener): () => void {
+    this.exchangeListeners.add(listener);
+    return () => this.exchangeListeners.delete(listener);
+  }
+
+  /**
+   * Problems not tied to a call, such as a notification that fails its schema. Without any listener
+   * they become process warnings, so they are never lost silently.
+   */
+  onError(listener: (err: ProtocolError) => void): () => void {
+    this.errorListeners.add(listener);
+    return () => this.errorListeners.delete(listener);
+  }
+
+  /** Called once when the connection closes, with the reason (ConnectionClosedError, access denied, ProtocolError). */
+  onClose(listener: (reason: Error) => void): () => void {
+    return this.connection.onClose(listener);
+  }
+
+  /** Closes the connection; pending calls reject with ConnectionClosedError. Idempotent. */
+  close(): Promise<void> {
+    return this.connection.close();
+  }
+
+  private onNotification(method: string, params: unknown): void {
+    const event = EXCHANGE_EVENTS.get(method);
+    // Notifications this client does not know (from a newer helper) are not errors: ignore them.
+    if (event === undefined || this.exchangeListeners.size === 0) return;
+    const parsed = ExchangeNotificationParamsSchema.safeParse(params);
+    if (!parsed.success) {
+      this.reportError(new ProtocolError(`tproxy-helper sent an invalid ${method} notification: ${formatZodError(parsed.error)}`));
+      return;
+    }
+    for (const listener of [...this.exchangeListeners]) listener(event, parsed.data.exchange);
+  }
+
+  private reportError(err: ProtocolError): void {
+    if (this.errorListeners.size === 0) {
+      process.emitWarning(err.message, 'TproxyProtocolWarning');
+      return;
+    }
+    for (const listener of [...this.errorListeners]) listener(err);
+  }
+}

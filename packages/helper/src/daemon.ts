@@ -1,0 +1,99 @@
+/**
+ * Composition root of tproxy-helper: builds the services, repairs whatever a killed predecessor
+ * left, serves the RPC socket, and registers the ordered shutdown (capture first, then the RPC
+ * listener, then the socket file). A fatal error still runs the shutdown, so a crash does not leave
+ * rules, routes or the CA behind.
+ */
+import { mkdirSync, chmodSync, unlinkSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import { loadNative, socketFd } from '@tproxy/native';
+import { PROTOCOL_VERSION } from '@tproxy/protocol';
+import { CaptureService } from './capture/service.js';
+import { ExchangeStore } from './capture/store.js';
+import type { HelperConfig } from './config.js';
+import { realExec } from './exec.js';
+import { createLogger, type Logger } from './log.js';
+import { Dispatcher } from './rpc/dispatcher.js';
+import { routes } from './rpc/handlers/index.js';
+import { listenUnix } from './rpc/listen.js';
+import { RpcServer } from './rpc/server.js';
+import { Shutdown } from './shutdown.js';
+import { listenFds } from './systemd/activation.js';
+
+export function helperVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export interface RunningDaemon {
+  capture: CaptureService;
+  shutdown: Shutdown;
+}
+
+export async function runDaemon(config: HelperConfig, log: Logger = createLogger('helper', config.logLevel)): Promise<RunningDaemon> {
+  const started = Date.now();
+  const native = loadNative();
+  if (!native.captureAvailable) log.warn(`capture unavailable: ${native.reason}`);
+
+  mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+  chmodSync(config.stateDir, 0o700);
+
+  const store = new ExchangeStore();
+  const capture = new CaptureService({ native, exec: realExec, stateDir: config.stateDir, upstreamCaFiles: config.upstreamCaFiles, store, log: log.child('capture') });
+  const shutdown = new Shutdown(log);
+  shutdown.add('stopping capture', async () => {
+    await capture.stop();
+  });
+
+  if (native.captureAvailable) {
+    const repaired = await capture.repair();
+    if (repaired.length > 0) log.info(`start-up repair removed: ${repaired.join('; ')}`);
+  }
+
+  const version = helperVersion();
+  const rpc = new RpcServer({
+    dispatcher: new Dispatcher(routes, log.child('rpc')),
+    services: {
+      capture,
+      store,
+      info: () => ({
+        name: 'tproxy-helper',
+        version,
+        protocolVersion: PROTOCOL_VERSION,
+        pid: process.pid,
+        uptimeMs: Date.now() - started,
+        native: { available: native.captureAvailable, ...(native.reason ? { reason: native.reason } : {}) },
+        stateDir: config.stateDir,
+      }),
+    },
+    log: log.child('rpc'),
+    allowedUids: config.allowUids,
+    peerCredentials: native.native ? ((n) => (s: net.Socket) => n.getPeerCredentials(socketFd(s)))(native.native) : null,
+  });
+  if (!native.native) log.warn('no SO_PEERCRED without the native addon: the socket mode (0600) is the only access check');
+
+  const server = net.createServer();
+  rpc.attach(server);
+  const activated = listenFds();
+  if (activated.length > 0) {
+    // systemd created the socket (mode, owner) and passes it as fd 3; we never bind or unlink it.
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen({ fd: activated[0]! }, resolve));
+    log.info(`using the systemd-activated socket (fd ${activated[0]})`);
+  } else {
+    await listenUnix(server, config.socketPath, config.allowUids[0]);
+  }
+  shutdown.add('closing RPC connections', () => {
+    rpc.closeAll();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  shutdown.add('removing the RPC socket', () => {
+    if (activated.length > 0) return; // systemd owns it
+    try {
+      unlinkSync(config.socketPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  });
+  log.info(`tproxy-helper ${version} serving ${config.socketPath} (pid ${process.pid})`);
+  return { capture, shutdown };
+}

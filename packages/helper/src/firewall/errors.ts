@@ -1,0 +1,32 @@
+/**
+ * The firewall's error vocabulary: one class with a stable `code`, so the RPC layer can map it in one
+ * place (apply-failed → ErrorCode.FirewallApplyFailed) without parsing messages. Every message says
+ * what was being attempted followed by the command's stderr, e.g.
+ * `applying nft ruleset (table inet tproxy_helper): <stderr>`; the original error stays in `cause`.
+ * This module owns no behaviour: it must not log, retry or run anything.
+ */
+
+export type FirewallErrorCode =
+  /** Applying failed; everything this attempt had added was removed again before throwing. */
+  | 'apply-failed'
+  /** Reverting left something behind; the message lists each step that failed. */
+  | 'revert-failed'
+  /** The `nft` binary is not installed (exec ENOENT). */
+  | 'nft-missing'
+  /** The `ip` binary (iproute2) is not installed (exec ENOENT). */
+  | 'ip-missing';
+
+export class FirewallError extends Error {
+  override readonly name = 'FirewallError';
+  constructor(
+    readonly code: FirewallErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export function isFirewallError(err: unknown): err is FirewallError {
+  return err instanceof FirewallError;
+}

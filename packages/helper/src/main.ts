@@ -1,0 +1,81 @@
+#!/usr/bin/env node
+/**
+ * tproxy-helper's entry point: parse argv, then run the daemon, or --cleanup, and exit with a code
+ * that says what happened. Signals and fatal errors both go through the daemon's shutdown, so
+ * interception never outlives the helper.
+ */
+import { unlinkSync } from 'node:fs';
+import { CAPTURE_DEFAULTS } from '@tproxy/protocol';
+import { CaptureService } from './capture/service.js';
+import { ExchangeStore } from './capture/store.js';
+import { USAGE, UsageError, parseHelperArgs, type HelperConfig } from './config.js';
+import { helperVersion, runDaemon } from './daemon.js';
+import { realExec } from './exec.js';
+import { createLogger } from './log.js';
+import { loadNative } from '@tproxy/native';
+
+async function cleanup(config: HelperConfig): Promise<number> {
+  const log = createLogger('helper', config.logLevel);
+  const native = loadNative();
+  const capture = new CaptureService({
+    native,
+    exec: realExec,
+    stateDir: config.stateDir,
+    upstreamCaFiles: [],
+    store: new ExchangeStore(),
+    log,
+  });
+  const removed = await capture.repair();
+  try {
+    unlinkSync(config.socketPath);
+    removed.push(`socket ${config.socketPath}`);
+  } catch {
+    // Not there: nothing to remove.
+  }
+  log.info(removed.length ? `cleanup removed: ${removed.join('; ')}` : `cleanup: nothing of ours was left (table inet tproxy_helper, fwmark ${CAPTURE_DEFAULTS.mark})`);
+  return 0;
+}
+
+async function main(argv: string[]): Promise<number> {
+  let config: HelperConfig;
+  try {
+    config = parseHelperArgs(argv);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`tproxy-helper: ${err.message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw err;
+  }
+  if (config.mode === 'help') return void process.stdout.write(USAGE), 0;
+  if (config.mode === 'version') return void process.stdout.write(`${helperVersion()}\n`), 0;
+  if (config.mode === 'cleanup') return cleanup(config);
+
+  const log = createLogger('helper', config.logLevel);
+  const daemon = await runDaemon(config, log);
+  const exit = (code: number) => {
+    void daemon.shutdown.run().finally(() => process.exit(code));
+  };
+  process.on('SIGTERM', () => exit(0));
+  process.on('SIGINT', () => exit(0));
+  process.on('SIGHUP', () => exit(0));
+  process.on('uncaughtException', (err) => {
+    log.error(`fatal: ${err.stack ?? err.message}; reverting everything before exit`);
+    exit(1);
+  });
+  process.on('unhandledRejection', (err) => {
+    log.error(`fatal: unhandled rejection ${(err as Error)?.stack ?? String(err)}; reverting everything before exit`);
+    exit(1);
+  });
+  return -1; // keep running
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: Error) => {
+    process.stderr.write(`tproxy-helper: ${err.message}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,73 @@
+/**
+ * CLI around upstream-app.ts, run inside the upstream namespace:
+ *
+ *   node --import tsx test/e2e/lib/upstream-server.ts --cert good.pem --key good-key.pem \
+ *     --host 198.18.0.2 --host fd00:198:18::2 [--port 443]
+ *
+ * Prints one "listening <host:port> ..." line once every listener is up, then one line per request
+ * (stdout) so a failing test can show what the origin saw. Exits 0 on SIGTERM/SIGINT after closing
+ * its listeners or when orphaned, 2 on bad arguments, 1 if it cannot listen. It owns process
+ * lifetime only.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { startUpstreamServer } from './upstream-app.js';
+
+function usage(message: string): never {
+  console.error(`upstream-server: ${message}\nusage: upstream-server --cert FILE --key FILE --host ADDR [--host ADDR ...] [--port N]`);
+  process.exit(2);
+}
+
+let args;
+try {
+  args = parseArgs({
+    options: {
+      cert: { type: 'string' },
+      key: { type: 'string' },
+      host: { type: 'string', multiple: true },
+      port: { type: 'string', default: '443' },
+    },
+    strict: true,
+  }).values;
+} catch (err) {
+  usage((err as Error).message);
+}
+if (!args.cert || !args.key) usage('--cert and --key are required');
+if (!args.host || args.host.length === 0) usage('at least one --host is required');
+const port = Number(args.port);
+if (!Number.isInteger(port) || port < 0 || port > 65535) usage(`bad --port ${args.port}`);
+
+try {
+  const server = await startUpstreamServer({
+    cert: readFileSync(args.cert),
+    key: readFileSync(args.key),
+    hosts: args.host,
+    port,
+    log: (line) => console.log(line),
+  });
+  console.log(`listening ${server.listening.join(' ')}`);
+  const stop = (signal: NodeJS.Signals) => {
+    console.log(`${signal}: closing`);
+    server.close().then(
+      () => process.exit(0),
+      (err: Error) => {
+        console.error(`close failed: ${err.message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  // Orphaned (the harness was SIGKILLed before it could stop us): nobody will ever stop us, and we
+  // would pin the namespace, so leave. There is no PR_SET_PDEATHSIG in Node; poll instead.
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) {
+      console.log(`parent ${parent} is gone: exiting`);
+      process.exit(0);
+    }
+  }, 1000).unref();
+} catch (err) {
+  console.error(`upstream-server: ${(err as Error).message}`);
+  process.exit(1);
+}
