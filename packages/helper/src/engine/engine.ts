@@ -62,7 +62,7 @@ export class Engine {
     const client = endpoint(socket.remoteAddress, socket.remotePort);
     // TPROXY keeps the original destination as the accepted socket's local address.
     const server = endpoint(socket.localAddress, socket.localPort);
-    const { certs, proxy, log } = this.opts;
+    const { certs, log } = this.opts;
     const who = `${client.address}:${client.port} -> ${server.address}:${server.port}`;
 
     let fallback: tls.SecureContext;
@@ -94,17 +94,12 @@ export class Engine {
     }, this.opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS);
     tlsSocket.once('secure', () => {
       clearTimeout(timer);
-      const sni = typeof tlsSocket.servername === 'string' && tlsSocket.servername ? tlsSocket.servername : undefined;
-      const alpn = typeof tlsSocket.alpnProtocol === 'string' ? tlsSocket.alpnProtocol : undefined;
-      proxy.serve(tlsSocket, {
-        client,
-        server,
-        tls: {
-          ...(sni ? { sni } : {}),
-          ...(tlsSocket.getProtocol() ? { clientVersion: tlsSocket.getProtocol()! } : {}),
-          ...(alpn ? { alpn } : {}),
-        },
-      });
+      try {
+        this.serveDecrypted(tlsSocket, client, server);
+      } catch (err) {
+        log.error(`${who}: cannot serve the decrypted connection: ${(err as Error).message}`);
+        tlsSocket.destroy();
+      }
     });
     tlsSocket.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
@@ -113,6 +108,17 @@ export class Engine {
       tlsSocket.destroy();
     });
     tlsSocket.once('close', () => clearTimeout(timer));
+  }
+
+  private serveDecrypted(tlsSocket: tls.TLSSocket, client: Endpoint, server: Endpoint): void {
+    const sni = typeof tlsSocket.servername === 'string' && tlsSocket.servername ? tlsSocket.servername : undefined;
+    const alpn = typeof tlsSocket.alpnProtocol === 'string' ? tlsSocket.alpnProtocol : undefined;
+    const version = tlsSocket.getProtocol();
+    this.opts.proxy.serve(tlsSocket, {
+      client,
+      server,
+      tls: { ...(sni ? { sni } : {}), ...(version ? { clientVersion: version } : {}), ...(alpn ? { alpn } : {}) },
+    });
   }
 
   /** Destroys every open client connection. */

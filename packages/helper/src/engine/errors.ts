@@ -50,7 +50,10 @@ export function classifyUpstreamError(err: unknown, where: Where, responseStarte
     return { kind: 'upstream-connect', code, message: `cannot connect to ${dest(where)}: ${CONNECT_CODES[code]} (${code})` };
   }
   if (code && CERT_CODES[code]) {
-    return { kind: 'upstream-tls', code, message: `upstream certificate rejected for ${dest(where)}: ${CERT_CODES[code]} — ${detail}` };
+    // Node's message often just repeats the code's meaning; add it only when it says more (names).
+    const words = CERT_CODES[code];
+    const extra = detail.toLowerCase() === words.toLowerCase() ? '' : ` (${detail})`;
+    return { kind: 'upstream-tls', code, message: `upstream certificate rejected for ${dest(where)}: ${words}${extra}` };
   }
   if (code?.startsWith('ERR_SSL') || code?.startsWith('ERR_TLS') || e?.name === 'UpstreamTlsError') {
     return { kind: 'upstream-tls', code, message: `TLS with ${dest(where)} failed: ${detail}` };

@@ -8,6 +8,7 @@
  */
 import http from 'node:http';
 import type net from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Endpoint, ExchangeError, TlsInfo } from '@tproxy/protocol';
 import { LiveExchange } from '../capture/live-exchange.js';
 import { maskRawHeaders } from '../capture/mask.js';
@@ -15,7 +16,7 @@ import type { ExchangeStore } from '../capture/store.js';
 import type { Logger } from '../log.js';
 import { classifyUpstreamError } from './errors.js';
 import { rawToPairs, requestUrl, stripHopByHop } from './headers.js';
-import type { UpstreamPool } from './upstream.js';
+import type { UpstreamPool, UpstreamTarget } from './upstream.js';
 
 /** What the engine learnt about a decrypted connection before HTTP started. */
 export interface ConnectionInfo {
@@ -77,7 +78,7 @@ export class HttpProxy {
       res.writeHead(500, { 'content-type': 'text/plain', connection: 'close' }).end('tproxy: connection without context\n');
       return;
     }
-    const { store, pool, bodyCaptureLimit } = this.opts;
+    const { store, bodyCaptureLimit } = this.opts;
     const ex = new LiveExchange({
       client: info.client,
       server: info.server,
@@ -89,7 +90,6 @@ export class HttpProxy {
       bodyCaptureLimit,
     });
     store.add(ex);
-
     const target = { address: info.server.address, port: info.server.port, serverName: info.tls.sni };
     const finish = (error?: ExchangeError) => {
       if (ex.finished) return;
@@ -97,9 +97,39 @@ export class HttpProxy {
       else ex.complete();
       store.finish(ex);
     };
+    try {
+      this.relay(req, res, ex, target, finish);
+    } catch (err) {
+      // Node validates what we hand it (paths, header values) by throwing: a request we cannot
+      // relay safely is refused before it reaches the upstream, and never takes the helper down.
+      const message = `request cannot be relayed: ${(err as Error).message.split('\n')[0]}`;
+      this.reply(req, res, ex, 400, 'Bad Request', { kind: 'client-protocol', message }, finish);
+    }
+  }
 
+  /**
+   * Answers the client ourselves (400 or 502) with a one-line plain-text reason, records that
+   * answer and the error in the capture, and closes the connection: after a failed relay the
+   * client's framing may be out of step with ours.
+   */
+  private reply(req: http.IncomingMessage, res: http.ServerResponse, ex: LiveExchange, status: number, statusMessage: string, error: ExchangeError, finish: (e?: ExchangeError) => void): void {
+    if (res.headersSent) {
+      finish(error);
+      res.destroy();
+      return;
+    }
+    const body = `tproxy: ${error.message}\n`;
+    ex.setResponse({ status, statusMessage, httpVersion: '1.1', headers: [['Content-Type', 'text/plain; charset=utf-8']] });
+    ex.responseBody.add(Buffer.from(body));
+    finish(error);
+    req.resume(); // discard the rest of the request body
+    res.writeHead(status, statusMessage, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
+    res.end(body);
+  }
+
+  private relay(req: http.IncomingMessage, res: http.ServerResponse, ex: LiveExchange, target: UpstreamTarget, finish: (e?: ExchangeError) => void): void {
     const upReq = http.request({
-      agent: pool.agentFor(target),
+      agent: this.opts.pool.agentFor(target),
       host: target.address,
       port: target.port,
       method: req.method,
@@ -112,7 +142,7 @@ export class HttpProxy {
     upReq.on('socket', (socket) => {
       const onReady = () => {
         ex.markUpstreamConnected();
-        ex.setTlsUpstreamVersion((socket as import('node:tls').TLSSocket).getProtocol?.() ?? undefined);
+        ex.setTlsUpstreamVersion((socket as TLSSocket).getProtocol?.() ?? undefined);
       };
       // Pooled sockets are ready at once; new ones only reach us after the TLS verification.
       if (socket.connecting) socket.once('connect', onReady);
@@ -124,48 +154,16 @@ export class HttpProxy {
     req.pipe(upReq);
 
     upReq.on('response', (upRes) => {
-      ex.setResponse({
-        status: upRes.statusCode ?? 502,
-        statusMessage: upRes.statusMessage ?? '',
-        httpVersion: upRes.httpVersion,
-        headers: maskRawHeaders(upRes.rawHeaders),
-      });
-      store.update(ex);
-      res.sendDate = false; // relay the upstream's Date (or its absence) untouched
-      res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, stripHopByHop(upRes.rawHeaders));
-      upRes.on('data', (chunk: Buffer) => ex.responseBody.add(chunk));
-      // Registered before pipe() so trailers are added before pipe ends the response.
-      upRes.on('end', () => {
-        if (upRes.rawTrailers.length > 0) res.addTrailers(rawToPairs(upRes.rawTrailers));
-      });
-      upRes.on('error', (err) => {
-        finish(classifyUpstreamError(err, target, true));
-        res.destroy();
-      });
-      upRes.on('close', () => {
-        if (!upRes.complete && !ex.finished) {
-          finish(classifyUpstreamError(new Error('upstream closed before the response body ended'), target, true));
-          res.destroy();
-        }
-      });
-      upRes.pipe(res);
-    });
-
-    upReq.on('error', (err) => {
-      const error = classifyUpstreamError(err, target, ex.hasResponse);
-      if (!res.headersSent) {
-        const body = `tproxy: ${error.message}\n`;
-        ex.setResponse({ status: 502, statusMessage: 'Bad Gateway', httpVersion: '1.1', headers: [['Content-Type', 'text/plain; charset=utf-8']] });
-        ex.responseBody.add(Buffer.from(body));
-        finish(error);
-        req.resume(); // discard the rest of the request body
-        res.writeHead(502, 'Bad Gateway', { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
-        res.end(body);
-      } else {
-        finish(error);
-        res.destroy();
+      try {
+        this.respond(upRes, res, ex, target, finish);
+      } catch (err) {
+        // e.g. a header Node refuses to write: the client must not get half a response.
+        upRes.destroy();
+        const message = `upstream response cannot be relayed: ${(err as Error).message.split('\n')[0]}`;
+        this.reply(req, res, ex, 502, 'Bad Gateway', { kind: 'upstream-protocol', message }, finish);
       }
     });
+    upReq.on('error', (err) => this.reply(req, res, ex, 502, 'Bad Gateway', classifyUpstreamError(err, target, ex.hasResponse), finish));
 
     res.on('finish', () => finish());
     res.on('close', () => {
@@ -174,6 +172,39 @@ export class HttpProxy {
         upReq.destroy();
       }
     });
+  }
+
+  private respond(upRes: http.IncomingMessage, res: http.ServerResponse, ex: LiveExchange, target: UpstreamTarget, finish: (e?: ExchangeError) => void): void {
+    ex.setResponse({
+      status: upRes.statusCode ?? 502,
+      statusMessage: upRes.statusMessage ?? '',
+      httpVersion: upRes.httpVersion,
+      headers: maskRawHeaders(upRes.rawHeaders),
+    });
+    this.opts.store.update(ex);
+    res.sendDate = false; // relay the upstream's Date (or its absence) untouched
+    res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, stripHopByHop(upRes.rawHeaders));
+    upRes.on('data', (chunk: Buffer) => ex.responseBody.add(chunk));
+    // Registered before pipe() so trailers are added before pipe ends the response.
+    upRes.on('end', () => {
+      if (upRes.rawTrailers.length === 0) return;
+      try {
+        res.addTrailers(rawToPairs(upRes.rawTrailers));
+      } catch (err) {
+        this.opts.log.info(`dropping upstream trailers Node refuses to write: ${(err as Error).message}`);
+      }
+    });
+    upRes.on('error', (err) => {
+      finish(classifyUpstreamError(err, target, true));
+      res.destroy();
+    });
+    upRes.on('close', () => {
+      if (!upRes.complete && !ex.finished) {
+        finish(classifyUpstreamError(new Error('upstream closed before the response body ended'), target, true));
+        res.destroy();
+      }
+    });
+    upRes.pipe(res);
   }
 
   /** Stops serving: destroys kept-alive client connections. */
