@@ -36,6 +36,20 @@ const EVENT_METHOD: Record<ExchangeEvent, string> = {
   completed: notifications.exchangeCompleted.method,
 };
 
+/** How long a refused peer may take to close its end after our error before we drop it. */
+const REFUSE_LINGER_MS = 2000;
+
+/**
+ * Sends one error and closes. What the peer sent is read and discarded (never parsed): a socket
+ * nobody reads never sees the peer's FIN and would stay open forever; the timer bounds a peer
+ * that keeps its end open.
+ */
+function refuse(socket: net.Socket, err: RpcError): void {
+  socket.end(encode({ jsonrpc: '2.0', id: null, error: err.toWire() }));
+  socket.resume();
+  socket.setTimeout(REFUSE_LINGER_MS, () => socket.destroy());
+}
+
 export class RpcServer {
   private readonly connections = new Set<net.Socket>();
   private nextId = 1;
@@ -73,13 +87,12 @@ export class RpcServer {
     if (decision.rule === 'refused') {
       log.warn(`rpc: refused ${who}: only root and --allow-uid ${allowedUids.join(',') || '(none)'} may connect`);
       const err = new RpcError(ErrorCode.AccessDenied, `access denied: uid ${peer!.uid} may not use tproxy-helper; run as root or start the helper with --allow-uid ${peer!.uid}`);
-      socket.end(encode({ jsonrpc: '2.0', id: null, error: err.toWire() }));
+      refuse(socket, err);
       return;
     }
     if (this.connections.size >= (this.opts.maxClients ?? DEFAULT_MAX_CLIENTS)) {
       log.warn(`rpc: refused ${who}: too many clients (${this.connections.size})`);
-      const err = new RpcError(ErrorCode.InternalError, 'too many clients connected to tproxy-helper; try again later');
-      socket.end(encode({ jsonrpc: '2.0', id: null, error: err.toWire() }));
+      refuse(socket, new RpcError(ErrorCode.InternalError, 'too many clients connected to tproxy-helper; try again later'));
       return;
     }
     log.debug(`rpc: accepted ${who} (rule: ${decision.rule})`);
