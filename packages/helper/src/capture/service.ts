@@ -129,7 +129,7 @@ export class CaptureService {
     for (const address of addresses) {
       let listener: TransparentListener;
       try {
-        listener = await openTransparentListener(native, address, config.listenPort, (s: net.Socket) => engine.handleConnection(s));
+        listener = await openTransparentListener(native, address, config.listenPort, (s: net.Socket) => engine.handleConnection(s), log);
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
         const hint = e.code === 'EADDRINUSE' ? `: port ${config.listenPort} is in use; choose another listenPort` : '';

@@ -46,6 +46,10 @@ export function classifyUpstreamError(err: unknown, where: Where, responseStarte
   const e = err as NodeJS.ErrnoException & { reason?: string };
   const code = typeof e?.code === 'string' ? e.code : undefined;
   const detail = (e?.message ?? String(err)).split('\n')[0]!;
+  if (e?.name === 'UpstreamTlsError') {
+    // TCP connected; the TLS step failed (e.g. the handshake timed out).
+    return { kind: 'upstream-tls', ...(code ? { code } : {}), message: `TLS with ${dest(where)} failed: ${detail}` };
+  }
   if (code && CONNECT_CODES[code] && e.syscall !== 'read' && e.syscall !== 'write') {
     return { kind: 'upstream-connect', code, message: `cannot connect to ${dest(where)}: ${CONNECT_CODES[code]} (${code})` };
   }
@@ -55,7 +59,7 @@ export function classifyUpstreamError(err: unknown, where: Where, responseStarte
     const extra = detail.toLowerCase() === words.toLowerCase() ? '' : ` (${detail})`;
     return { kind: 'upstream-tls', code, message: `upstream certificate rejected for ${dest(where)}: ${words}${extra}` };
   }
-  if (code?.startsWith('ERR_SSL') || code?.startsWith('ERR_TLS') || e?.name === 'UpstreamTlsError') {
+  if (code?.startsWith('ERR_SSL') || code?.startsWith('ERR_TLS')) {
     return { kind: 'upstream-tls', code, message: `TLS with ${dest(where)} failed: ${detail}` };
   }
   if (code?.startsWith('HPE_')) {

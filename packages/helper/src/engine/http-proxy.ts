@@ -41,6 +41,11 @@ const KEEP_ALIVE_TIMEOUT_MS = 60_000;
 export class HttpProxy {
   private readonly server: http.Server;
   private readonly info = new WeakMap<net.Socket, ConnectionInfo>();
+  /**
+   * The exchange whose request is being read on each socket: a parse error in its body (bad chunk
+   * size) reaches clientError, not the request handler, and must be recorded on that exchange.
+   */
+  private readonly current = new WeakMap<net.Socket, { ex: LiveExchange; finish: (e?: ExchangeError) => void }>();
 
   constructor(private readonly opts: HttpProxyOptions) {
     this.server = http.createServer({
@@ -66,10 +71,18 @@ export class HttpProxy {
   private clientError(err: NodeJS.ErrnoException, socket: net.Socket): void {
     const info = this.info.get(socket);
     this.opts.log.debug(`client ${info ? `${info.client.address}:${info.client.port}` : ''} sent invalid HTTP: ${err.code ?? ''} ${err.message}`);
-    if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    const [status, statusMessage] = err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large'] : [400, 'Bad Request'];
     const body = `tproxy: invalid HTTP request (${err.code ?? 'parse error'})\n`;
-    socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    const inFlight = this.current.get(socket);
+    if (inFlight && !inFlight.ex.finished) {
+      if (err.code !== 'ECONNRESET' && !inFlight.ex.hasResponse) {
+        inFlight.ex.setResponse({ status, statusMessage, httpVersion: '1.1', headers: [['Content-Type', 'text/plain; charset=utf-8']] });
+        inFlight.ex.responseBody.add(Buffer.from(body));
+      }
+      inFlight.finish({ kind: 'client-protocol', ...(err.code ? { code: err.code } : {}), message: `invalid HTTP from the client: ${err.message.split('\n')[0]}` });
+    }
+    if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
+    socket.end(`HTTP/1.1 ${status} ${statusMessage}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
   }
 
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -97,6 +110,7 @@ export class HttpProxy {
       else ex.complete();
       store.finish(ex);
     };
+    this.current.set(req.socket, { ex, finish });
     try {
       this.relay(req, res, ex, target, finish);
     } catch (err) {

@@ -78,7 +78,7 @@ export async function connectUpstream(target: UpstreamTarget, opts: UpstreamOpti
       checkServerIdentity: (_host, cert) => checkIdentity(identity, cert),
     });
     const timer = setTimeout(() => {
-      socket.destroy(new UpstreamTlsError(`TLS handshake with ${target.address}:${target.port} timed out`, 'ETIMEDOUT'));
+      socket.destroy(new UpstreamTlsError(`TLS handshake with ${target.address}:${target.port} timed out`, 'ERR_TLS_HANDSHAKE_TIMEOUT'));
     }, opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS);
     const fail = (err: Error) => {
       clearTimeout(timer);
@@ -112,7 +112,14 @@ class UpstreamAgent extends http.Agent {
   }
 }
 
-/** One agent per destination; agents are dropped with the pool. */
+/** Agents kept before idle ones (no active or pooled socket) are dropped. */
+const MAX_IDLE_AGENTS = 256;
+
+function isIdle(agent: http.Agent): boolean {
+  return Object.keys(agent.sockets).length === 0 && Object.keys(agent.freeSockets).length === 0 && Object.keys(agent.requests).length === 0;
+}
+
+/** One agent per destination; a client that visits many destinations cannot grow the map without end. */
 export class UpstreamPool {
   private readonly agents = new Map<string, UpstreamAgent>();
 
@@ -122,10 +129,21 @@ export class UpstreamPool {
     const key = `${target.address}|${target.port}|${target.serverName ?? ''}`;
     let agent = this.agents.get(key);
     if (!agent) {
+      if (this.agents.size >= MAX_IDLE_AGENTS) this.pruneIdle();
       agent = new UpstreamAgent(target, this.opts);
       this.agents.set(key, agent);
     }
     return agent;
+  }
+
+  get size(): number {
+    return this.agents.size;
+  }
+
+  private pruneIdle(): void {
+    for (const [key, agent] of this.agents) {
+      if (isIdle(agent)) this.agents.delete(key);
+    }
   }
 
   /** Closes every pooled connection (in-flight ones are destroyed too). */

@@ -5,6 +5,7 @@
  */
 import net from 'node:net';
 import type { NativeNet } from '@tproxy/native';
+import type { Logger } from '../log.js';
 
 export interface TransparentListener {
   address: string;
@@ -17,6 +18,7 @@ export async function openTransparentListener(
   address: string,
   port: number,
   onConnection: (socket: net.Socket) => void,
+  log: Logger,
 ): Promise<TransparentListener> {
   const fd = native.createTransparentListener(address, port);
   const server = net.createServer(onConnection);
@@ -27,8 +29,9 @@ export async function openTransparentListener(
       resolve();
     });
   });
-  server.on('error', () => {
-    // accept() errors (EMFILE) are transient; the server keeps listening.
+  server.on('error', (err) => {
+    // accept() errors (EMFILE, ENFILE) are transient: libuv keeps listening; say so once each time.
+    log.warn(`transparent listener ${address}:${port}: ${err.message}`);
   });
   return { address, port, server };
 }
