@@ -17,7 +17,7 @@ import { after, before, describe, it } from 'node:test';
 import { methods, type Exchange, type TproxyClient } from '@tproxy/client';
 import { makeUpstreamCa, type UpstreamCerts } from './lib/certs.js';
 import { curlInNs } from './lib/curl.js';
-import { rssBytes, startHelper, tproxyctl, type HelperHandle } from './lib/helper.js';
+import { HELPER_MAIN, rssBytes, startHelper, tproxyctl, type HelperHandle } from './lib/helper.js';
 import { patternBytes, patternSha256 } from './lib/pattern.js';
 import { e2ePreflight } from './lib/preflight.js';
 import { runInNs } from './lib/proc.js';
@@ -63,17 +63,37 @@ function anchors(): string[] {
   return readdirSync(ANCHOR_DIR).filter((f) => f.startsWith('tproxy'));
 }
 
+interface World {
+  dir: string;
+  certs: UpstreamCerts;
+  topo: Topology;
+}
+
+/** Registers before/after hooks that build the two namespaces and origins, and tear them down. */
+function world(): World {
+  const w = {} as World;
+  before(async () => {
+    w.dir = await mkdtemp(join(tmpdir(), 'tproxy-e2e-'));
+    w.certs = await makeUpstreamCa(w.dir);
+    w.topo = await createTopology();
+    await startUpstreams(w.topo, w.certs);
+  });
+  after(async () => {
+    await w.topo?.destroy();
+    if (w.dir) await rm(w.dir, { recursive: true, force: true });
+  });
+  return w;
+}
+
 describe('decrypting local HTTPS end to end', { skip: skip ?? false, timeout: 600_000 }, () => {
+  const w = world();
   let dir: string;
   let certs: UpstreamCerts;
   let topo: Topology;
   let helper: HelperHandle;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'tproxy-e2e-'));
-    certs = await makeUpstreamCa(dir);
-    topo = await createTopology();
-    await startUpstreams(topo, certs);
+    ({ dir, certs, topo } = w);
     helper = await startHelper(topo, dir, 'helper', certs.caCert);
     const status = await helper.client.call(methods.captureStart, {});
     assert.equal(status.running, true);
@@ -81,8 +101,6 @@ describe('decrypting local HTTPS end to end', { skip: skip ?? false, timeout: 60
 
   after(async () => {
     await helper?.client.close().catch(() => undefined);
-    await topo?.destroy();
-    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   it('reports a running capture through tproxyctl --json status', async () => {
@@ -297,20 +315,13 @@ describe('decrypting local HTTPS end to end', { skip: skip ?? false, timeout: 60
 });
 
 describe('crash safety', { skip: skip ?? false, timeout: 300_000 }, () => {
+  const w = world();
   let dir: string;
   let certs: UpstreamCerts;
   let topo: Topology;
 
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'tproxy-e2e-'));
-    certs = await makeUpstreamCa(dir);
-    topo = await createTopology();
-    await startUpstreams(topo, certs);
-  });
-
-  after(async () => {
-    await topo?.destroy();
-    if (dir) await rm(dir, { recursive: true, force: true });
+  before(() => {
+    ({ dir, certs, topo } = w);
   });
 
   it('a new helper removes what a kill -9 left behind, before anything else', async () => {
@@ -347,7 +358,6 @@ describe('crash safety', { skip: skip ?? false, timeout: 300_000 }, () => {
     h.proc.kill('SIGKILL');
     await h.proc.waitForExit(10_000);
     await h.client.close().catch(() => undefined);
-    const { HELPER_MAIN } = await import('./lib/helper.js');
     const run = () => runInNs(topo.clientNs, [process.execPath, HELPER_MAIN, '--cleanup', '--state-dir', h.stateDir, '--socket', h.socketPath], { timeoutMs: 30_000 });
     const first = await run();
     assert.equal(first.code, 0, first.stderr);

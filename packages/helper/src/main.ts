@@ -5,6 +5,7 @@
  * interception never outlives the helper.
  */
 import { unlinkSync } from 'node:fs';
+import { loadNative } from '@tproxy/native';
 import { CAPTURE_DEFAULTS } from '@tproxy/protocol';
 import { CaptureService } from './capture/service.js';
 import { ExchangeStore } from './capture/store.js';
@@ -12,7 +13,6 @@ import { USAGE, UsageError, parseHelperArgs, type HelperConfig } from './config.
 import { helperVersion, runDaemon } from './daemon.js';
 import { realExec } from './exec.js';
 import { createLogger } from './log.js';
-import { loadNative } from '@tproxy/native';
 
 async function cleanup(config: HelperConfig): Promise<number> {
   const log = createLogger('helper', config.logLevel);
@@ -47,8 +47,14 @@ async function main(argv: string[]): Promise<number> {
     }
     throw err;
   }
-  if (config.mode === 'help') return void process.stdout.write(USAGE), 0;
-  if (config.mode === 'version') return void process.stdout.write(`${helperVersion()}\n`), 0;
+  if (config.mode === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (config.mode === 'version') {
+    process.stdout.write(`${helperVersion()}\n`);
+    return 0;
+  }
   if (config.mode === 'cleanup') return cleanup(config);
 
   const log = createLogger('helper', config.logLevel);
