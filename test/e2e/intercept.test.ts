@@ -335,7 +335,7 @@ describe('crash safety', { skip: skip ?? false, timeout: 300_000 }, () => {
     assert.notEqual(await ourSteering(topo.clientNs), '', 'SIGKILL left the rules in place');
 
     // Same state dir, new socket: the record tells the new helper what to undo.
-    const second = await startHelper(topo, dir, 'successor', certs.caCert, 'killed');
+    const second = await startHelper(topo, dir, 'successor', certs.caCert, { stateName: 'killed' });
     try {
       const status = await second.client.call(methods.captureStatus, {});
       assert.equal(status.running, false);

@@ -26,16 +26,31 @@ export interface HelperHandle {
   client: TproxyClient;
 }
 
-/** `stateName` lets a second helper reuse a first one's state dir (its record) with a fresh socket. */
-export async function startHelper(topo: Topology, dir: string, name: string, upstreamCa: string, stateName = name): Promise<HelperHandle> {
+export interface StartHelperOptions {
+  /** Reuse another helper's state dir (its applied record) with a fresh socket. Default: `name`. */
+  stateName?: string;
+  /** Bind the socket itself (0600, chowned to the first allowed uid) instead of socket activation. */
+  selfBind?: boolean;
+  allowUids?: number[];
+}
+
+export async function startHelper(topo: Topology, dir: string, name: string, upstreamCa: string, opts: StartHelperOptions = {}): Promise<HelperHandle> {
   const socketPath = join(dir, `${name}.sock`);
-  const stateDir = join(dir, `${stateName}-state`);
-  const proc = topo.spawn(
-    topo.clientNs,
-    socketActivateArgv(socketPath, [process.execPath, HELPER_MAIN, '--socket', socketPath, '--state-dir', stateDir, '--upstream-ca', upstreamCa, '--log-level', 'debug'], {
-      fdName: 'rpc',
-    }),
-  );
+  const stateDir = join(dir, `${opts.stateName ?? name}-state`);
+  const helperArgv = [
+    process.execPath,
+    HELPER_MAIN,
+    '--socket',
+    socketPath,
+    '--state-dir',
+    stateDir,
+    '--upstream-ca',
+    upstreamCa,
+    '--log-level',
+    'debug',
+    ...(opts.allowUids ?? []).flatMap((uid) => ['--allow-uid', String(uid)]),
+  ];
+  const proc = topo.spawn(topo.clientNs, opts.selfBind ? helperArgv : socketActivateArgv(socketPath, helperArgv, { fdName: 'rpc' }));
   await waitForSocket(socketPath);
   const client = await TproxyClient.connect({ socketPath, timeoutMs: 30_000 });
   return { proc, socketPath, stateDir, client };

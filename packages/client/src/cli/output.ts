@@ -2,14 +2,13 @@
  * Everything tproxyctl prints, as pure functions from data to text: no I/O, no client, so each
  * format is unit-tested on its own. Captured exchanges are untrusted input (any site can put bytes
  * in a URL, header or body), so every string that came over the wire goes through `escapeInline`
- * or `escapeMultiline` before it reaches a terminal, and `jsonLine` escapes what JSON.stringify
- * leaves raw. Nothing here decides exit codes or talks to the helper.
+ * or `escapeMultiline` (shared/escape.ts, also used by tproxy-ui) before it reaches a terminal.
+ * Nothing here decides exit codes or talks to the helper.
  */
 import {
   type BodyInfo,
   type CaGetResult,
   type CaptureStatus,
-  type Endpoint,
   type Exchange,
   type ExchangeDetail,
   type Headers,
@@ -18,87 +17,19 @@ import {
   RpcError,
 } from '@tproxy/protocol';
 import { accessDeniedHint, isAccessDenied, isClientError } from '../rpc/errors.js';
+import { decodeText, hexSummary } from '../shared/bytes.js';
+import { escapeInline, escapeMultiline } from '../shared/escape.js';
+import { formatBytes, formatClock, formatDateTime, formatEndpoint, formatMs } from '../shared/units.js';
 
 // ---------------------------------------------------------------------------------------------
-// Escaping
+// Shared pieces (tproxy-ui uses them too), re-exported so tproxyctl's callers and tests keep one import.
 
-/**
- * Characters a terminal may act on: C0 controls (ESC starts cursor/title sequences, CR rewrites a
- * line, BS erases), DEL, C1 controls (U+009B is a one-character CSI in some terminals, ECMA-48
- * §8.3), and the bidi overrides/isolates that can make text display in a different order than it
- * is stored (CVE-2021-42574, "Trojan Source").
- */
-// eslint-disable-next-line no-control-regex -- matching control characters is this regex's job
-const UNSAFE_INLINE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
-/** The same, but keeping \t and \n, for multi-line text such as bodies. */
-// eslint-disable-next-line no-control-regex -- as above
-const UNSAFE_MULTILINE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
-
-function escapeChar(c: string): string {
-  const code = c.charCodeAt(0);
-  if (c === '\n') return '\\n';
-  if (c === '\r') return '\\r';
-  if (c === '\t') return '\\t';
-  return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
-}
-
-/** For one-line fields (URL, header, status text): every control character, \n and \t included, becomes visible. */
-export function escapeInline(text: string): string {
-  return text.replace(UNSAFE_INLINE, escapeChar);
-}
-
-/** For multi-line text: keeps \n and \t, turns CRLF into \n, and makes every other control visible. */
-export function escapeMultiline(text: string): string {
-  return text.replace(/\r\n/g, '\n').replace(UNSAFE_MULTILINE, escapeChar);
-}
-
-/**
- * One JSON document on one line. JSON.stringify escapes C0 controls but leaves DEL, C1 and the
- * bidi controls raw; escaping them too keeps the value identical and the line terminal-safe.
- * Outside strings JSON.stringify emits only ASCII, so the replacement only ever touches string contents.
- */
-export function jsonLine(value: unknown): string {
-  const text = JSON.stringify(value).replace(/[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
-    return `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
-  });
-  return `${text}\n`;
-}
+export { escapeInline, escapeMultiline, jsonLine } from '../shared/escape.js';
+export { formatBytes, formatClock, formatDateTime, formatEndpoint, formatMs } from '../shared/units.js';
+export { decodeText, hexSummary } from '../shared/bytes.js';
 
 // ---------------------------------------------------------------------------------------------
 // Small units
-
-const pad2 = (n: number) => String(n).padStart(2, '0');
-const pad3 = (n: number) => String(n).padStart(3, '0');
-
-/** `HH:MM:SS.mmm` in local time. */
-export function formatClock(epochMs: number): string {
-  const d = new Date(epochMs);
-  return `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}.${pad3(d.getMilliseconds())}`;
-}
-
-/** `YYYY-MM-DD HH:MM:SS.mmm` in local time. */
-export function formatDateTime(epochMs: number): string {
-  const d = new Date(epochMs);
-  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${formatClock(epochMs)}`;
-}
-
-/** Binary units, one decimal below 10: `0 B`, `512 B`, `1.5 KiB`, `64 KiB`, `3.2 MiB`. */
-export function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value < 10 ? value.toFixed(1).replace(/\.0$/, '') : Math.round(value)} ${units[unit]}`;
-}
-
-/** Whole milliseconds, `153ms`; `-` when unknown. */
-export function formatMs(ms: number | undefined): string {
-  return ms === undefined ? '-' : `${Math.round(ms)}ms`;
-}
 
 /** Coarse uptime: `45s`, `3m 5s`, `2h 7m`, `3d 4h`. */
 export function formatUptime(ms: number): string {
@@ -107,12 +38,6 @@ export function formatUptime(ms: number): string {
   if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
   if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
   return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
-}
-
-/** `127.0.0.1:443`, `[::1]:443`. */
-export function formatEndpoint(e: Endpoint): string {
-  const address = escapeInline(e.address);
-  return e.address.includes(':') ? `[${address}]:${e.port}` : `${address}:${e.port}`;
 }
 
 export function formatHex(n: number): string {
@@ -210,35 +135,6 @@ export function formatPem(pem: string): string {
 
 function formatHeaders(headers: Headers): string[] {
   return headers.map(([name, value]) => `${escapeInline(name)}: ${escapeInline(value)}`);
-}
-
-/**
- * Decodes as UTF-8 when the bytes are valid UTF-8 without NUL; otherwise null (binary). Other
- * control characters do not make a body binary: they are shown escaped.
- */
-export function decodeText(bytes: Uint8Array): string | null {
-  if (bytes.includes(0)) return null;
-  try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-  } catch {
-    return null;
-  }
-}
-
-/** `hexdump -C`-style lines for the first `maxBytes` bytes; the ASCII column shows only printable ASCII. */
-export function hexSummary(bytes: Uint8Array, maxBytes = 256): string {
-  const lines: string[] = [];
-  const shown = bytes.subarray(0, maxBytes);
-  for (let off = 0; off < shown.length; off += 16) {
-    const row = shown.subarray(off, off + 16);
-    const hex = [...row].map((b) => b.toString(16).padStart(2, '0'));
-    const left = hex.slice(0, 8).join(' ');
-    const right = hex.slice(8).join(' ');
-    const ascii = [...row].map((b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : '.')).join('');
-    lines.push(`${off.toString(16).padStart(8, '0')}  ${`${left}  ${right}`.padEnd(48)}  |${ascii}|`);
-  }
-  if (bytes.length > shown.length) lines.push(`... ${bytes.length - shown.length} more bytes`);
-  return lines.join('\n');
 }
 
 /** A captured body for a terminal: a note on size/truncation, then escaped text or a hex summary; no final newline. */

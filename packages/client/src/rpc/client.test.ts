@@ -146,6 +146,16 @@ describe('TproxyClient against a fake helper', () => {
     });
   });
 
+  test('the helper refusing a uid (an id:null AccessDenied, then close) is access denied with its message', async () => {
+    fake.refuseWith = new RpcError(ErrorCode.AccessDenied, 'access denied: uid 1000 may not use tproxy-helper; start the helper with --allow-uid 1000');
+    client = await TproxyClient.connect({ socketPath: fake.socketPath });
+    await assert.rejects(client.call(methods.captureStatus, {}), (err: unknown) => {
+      assert.ok(isAccessDenied(err));
+      assert.match(err.message, /^access denied: uid 1000 may not use tproxy-helper/);
+      return true;
+    });
+  });
+
   test('a line that is not JSON ends the connection with a ProtocolError', async () => {
     fake.on('capture.status', (_p, conn) => {
       conn.sendRaw('this is not json');

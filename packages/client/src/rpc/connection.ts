@@ -57,6 +57,11 @@ export class Connection {
   private closingByUs = false;
   /** A reason decided before the socket closed (protocol error), or the last socket error. */
   private failure: Error | undefined;
+  /**
+   * An error the helper sent with `id: null` (JSON-RPC 2.0 §5: about the connection, not a call).
+   * The helper refuses a uid this way and then closes, so it becomes the close reason.
+   */
+  private connectionError: RpcError | undefined;
   private socketError: Error | undefined;
   private closeReason: Error | undefined;
   private readonly closedPromise: Promise<void>;
@@ -172,7 +177,9 @@ export class Connection {
       return;
     }
     this.heardFromHelper = true;
-    if (isJSONRPCResponse(message)) {
+    if (isJSONRPCResponse(message) && message.id === null && message.error) {
+      this.connectionError = RpcError.fromWire(message.error);
+    } else if (isJSONRPCResponse(message)) {
       // A late answer to a call that already timed out has no waiter; the library drops it.
       this.rpc.receive(message);
     } else if (isJSONRPCRequest(message) && message.id === undefined) {
@@ -196,17 +203,19 @@ export class Connection {
     this.socket.destroy();
   }
 
+  private closeReasonNow(): Error {
+    if (this.failure) return this.failure;
+    if (this.closingByUs) return new ConnectionClosedError('connection closed');
+    if (this.connectionError) return this.connectionError;
+    if (!this.heardFromHelper) return refusedByHelper(this.socketPath);
+    return new ConnectionClosedError(
+      `tproxy-helper closed the connection${this.socketError ? `: ${this.socketError.message}` : ''}`,
+      { cause: this.socketError },
+    );
+  }
+
   private handleClose(): void {
-    const reason =
-      this.failure ??
-      (this.closingByUs
-        ? new ConnectionClosedError('connection closed')
-        : !this.heardFromHelper
-          ? refusedByHelper(this.socketPath)
-          : new ConnectionClosedError(
-              `tproxy-helper closed the connection${this.socketError ? `: ${this.socketError.message}` : ''}`,
-              { cause: this.socketError },
-            ));
+    const reason = this.closeReasonNow();
     this.closeReason = reason;
     for (const id of this.pending) {
       this.rpc.receive(createJSONRPCErrorResponse(id, ErrorCode.InternalError, reason.message, CLOSED));

@@ -31,12 +31,17 @@ export interface Received {
 export class FakeHelper {
   readonly received: Received[] = [];
   readonly connections = new Set<FakeConnection>();
-  /** When true, every new connection is closed at once, the way the helper refuses a uid. */
+  /** When true, every new connection is closed at once, without a word. */
   refuseConnections = false;
+  /**
+   * When set, every new connection gets this error with `id: null` and is then closed: what the
+   * real helper sends a uid it does not allow.
+   */
+  refuseWith: RpcError | undefined;
   private readonly handlers = new Map<string, Handler>();
 
   private constructor(
-    private readonly server: Server,
+    private server: Server,
     readonly socketPath: string,
     private readonly dir: string,
   ) {}
@@ -44,13 +49,8 @@ export class FakeHelper {
   static async start(): Promise<FakeHelper> {
     const dir = mkdtempSync(join(tmpdir(), 'tproxy-fake-'));
     const socketPath = join(dir, 'helper.sock');
-    const server = createServer();
-    const fake = new FakeHelper(server, socketPath, dir);
-    server.on('connection', (socket) => fake.accept(socket));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(socketPath, () => resolve());
-    });
+    const fake = new FakeHelper(createServer(), socketPath, dir);
+    await fake.listen();
     // `exchanges.subscribe` is protocol behaviour every test relies on.
     fake.on('exchanges.subscribe', (_params, conn) => {
       conn.subscribed = true;
@@ -97,10 +97,34 @@ export class FakeHelper {
     for (const conn of this.connections) conn.socket.destroy();
   }
 
-  async close(): Promise<void> {
+  /**
+   * The helper exiting: drops every connection and stops listening, which removes the socket file,
+   * so connecting fails with ENOENT until `restart()`. Handlers and `received` are kept.
+   */
+  async stop(): Promise<void> {
     this.dropConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.server.listening) await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** The helper coming back on the same socket path (after `stop()`). */
+  async restart(): Promise<void> {
+    await this.stop();
+    this.server = createServer();
+    await this.listen();
+  }
+
+  async close(): Promise<void> {
+    await this.stop();
     rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  private async listen(): Promise<void> {
+    const server = this.server;
+    server.on('connection', (socket) => this.accept(socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.socketPath, () => resolve());
+    });
   }
 
   private async waitFor(predicate: () => boolean, timeoutMs: number, what: string): Promise<void> {
@@ -114,6 +138,12 @@ export class FakeHelper {
   private accept(socket: Socket): void {
     if (this.refuseConnections) {
       socket.destroy();
+      return;
+    }
+    if (this.refuseWith) {
+      socket.on('error', () => undefined);
+      socket.end(encode({ jsonrpc: '2.0', id: null, error: this.refuseWith.toWire() }));
+      socket.resume();
       return;
     }
     const decoder = new LineDecoder(MAX_MESSAGE_BYTES);

@@ -1,34 +1,38 @@
 #!/bin/sh
-# Runs a command inside the e2e trust-store sandbox: a private mount namespace in which every system
+# Runs a command inside the trust-store sandbox: a private mount namespace in which every system
 # trust-store directory that exists on this machine is covered by a tmpfs holding a copy of its
 # original contents. Whatever the command and its children write there (tproxy-helper installing
 # its CA, update-ca-certificates rebuilding /etc/ssl/certs) stays in the sandbox and is gone when
 # the last process in it exits; the host's trust store is never written. `ip netns exec` children
 # get a copy of this mount namespace whose tmpfs mounts are the same filesystems, so the helper,
-# curl and node clients in the test namespaces all see one shared sandboxed store.
+# curl and node clients in the namespaces all see one shared sandboxed store.
 #
-# It also gives the run a private /run/netns, so the test's network namespace names exist only
+# It also gives the run a private /run/netns, so the run's network namespace names exist only
 # in the sandbox (see the comment at the mount). It owns only the mount namespace: it must not touch
 # networking, and it refuses to mount anything unless it has verified that it is in a new, private
 # mount namespace.
 #
-# Usage (root): test/e2e/lib/in-sandbox.sh COMMAND [ARG...]
-# The command sees TPROXY_E2E_SANDBOX=1 and TPROXY_E2E_HOST_PID=<a pid in the original mount
-# namespace>, whose /proc/<pid>/root shows the host's view (used to prove nothing leaked).
+# Two users share it: `tproxy-ui --demo` and the e2e suite. Both re-execute themselves through it
+# with packages/client/src/demo/sandbox.ts (test/e2e/lib/sandbox.ts imports that module).
+#
+# Usage (root): scripts/trust-sandbox.sh COMMAND [ARG...]
+# The command sees TPROXY_TRUST_SANDBOX=1 and TPROXY_SANDBOX_HOST_PID=<a pid in the original mount
+# namespace>, whose /proc/<pid>/root shows the host's view (used to prove nothing leaked). Already
+# inside a sandbox, it just execs the command.
 set -eu
 
-# Mount source name that marks our tmpfs mounts in /proc/self/mountinfo (sandbox.ts checks it).
-MARK=tproxy-e2e-trust
-NETNS_MARK=tproxy-e2e-netns
+# Mount source names that mark our tmpfs mounts in /proc/self/mountinfo (demo/sandbox.ts checks them).
+MARK=tproxy-sandbox-trust
+NETNS_MARK=tproxy-sandbox-netns
 
 # The trust-store table from mkcert's truststore_linux.go (anchor dirs) plus the generated outputs
 # each distro's refresh command rewrites: Debian/Ubuntu, RHEL/Fedora, Arch, openSUSE.
 TRUST_DIRS="/usr/local/share/ca-certificates /etc/ssl/certs /etc/pki/ca-trust /etc/ca-certificates /usr/share/pki/trust /var/lib/ca-certificates"
 
-die() { echo "in-sandbox.sh: $*" >&2; exit 125; }
+die() { echo "trust-sandbox.sh: $*" >&2; exit 125; }
 
 in_sandbox() {
-  [ "${TPROXY_E2E_SANDBOX:-}" = 1 ] && grep -q " - tmpfs $MARK " /proc/self/mountinfo
+  [ "${TPROXY_TRUST_SANDBOX:-}" = 1 ] && grep -q " - tmpfs $MARK " /proc/self/mountinfo
 }
 
 if [ "${1:-}" = "--private-mount-ns" ]; then
@@ -59,12 +63,12 @@ if [ "${1:-}" = "--private-mount-ns" ]; then
   # the mount namespace instead of leaving names behind. `ip netns add` mkdirs it too (ip-netns(8)).
   mkdir -p /run/netns
   mount -t tmpfs -o mode=0755,size=1m "$NETNS_MARK" /run/netns || die "could not sandbox /run/netns"
-  export TPROXY_E2E_SANDBOX=1
-  export TPROXY_E2E_HOST_PID="$PPID"
+  export TPROXY_TRUST_SANDBOX=1
+  export TPROXY_SANDBOX_HOST_PID="$PPID"
   exec "$@"
 fi
 
-[ "$#" -gt 0 ] || die "usage: in-sandbox.sh COMMAND [ARG...]"
+[ "$#" -gt 0 ] || die "usage: trust-sandbox.sh COMMAND [ARG...]"
 if in_sandbox; then exec "$@"; fi
 [ "$(id -u)" = 0 ] || die "needs root (mount namespaces and tmpfs mounts)"
 exec unshare --mount --propagation private -- /bin/sh "$0" --private-mount-ns "$@"

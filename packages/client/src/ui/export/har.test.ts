@@ -1,0 +1,113 @@
+process.env.TZ = 'UTC';
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { T0, sampleExchange } from '../../test/fixtures.js';
+import { toHar, type Har } from './har.js';
+
+const bytes = (s: string | number[]) => new Uint8Array(typeof s === 'string' ? Buffer.from(s) : s);
+
+/** The HAR 1.2 spec's required fields (http://www.softwareishard.com/blog/har-12-spec/), checked by type. */
+function assertHar12(har: Har): void {
+  const isNum = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+  const isStr = (v: unknown) => typeof v === 'string';
+  const nameValues = (v: unknown) => Array.isArray(v) && v.every((p) => isStr(p.name) && isStr(p.value));
+  assert.equal(har.log.version, '1.2');
+  assert.ok(isStr(har.log.creator.name) && isStr(har.log.creator.version));
+  assert.ok(Array.isArray(har.log.entries));
+  for (const e of har.log.entries) {
+    assert.ok(!Number.isNaN(Date.parse(e.startedDateTime)) && /T.*Z$/.test(e.startedDateTime), 'startedDateTime is ISO 8601');
+    assert.ok(isNum(e.time) && e.time >= 0);
+    const r = e.request;
+    assert.ok(isStr(r.method) && isStr(r.url) && isStr(r.httpVersion));
+    assert.ok(nameValues(r.cookies) && nameValues(r.headers) && nameValues(r.queryString));
+    assert.ok(isNum(r.headersSize) && isNum(r.bodySize));
+    if (r.postData) assert.ok(isStr(r.postData.mimeType) && isStr(r.postData.text));
+    const s = e.response;
+    assert.ok(isNum(s.status) && isStr(s.statusText) && isStr(s.httpVersion));
+    assert.ok(nameValues(s.cookies) && nameValues(s.headers));
+    assert.ok(isNum(s.content.size) && isStr(s.content.mimeType));
+    assert.ok(isStr(s.redirectURL) && isNum(s.headersSize) && isNum(s.bodySize));
+    assert.equal(typeof e.cache, 'object');
+    const t = e.timings;
+    for (const k of ['send', 'wait', 'receive'] as const) assert.ok(isNum(t[k]) && t[k] >= 0, `timings.${k}`);
+    for (const k of ['blocked', 'dns', 'connect', 'ssl'] as const) assert.ok(isNum(t[k]) && t[k] >= -1, `timings.${k}`);
+    const sum = [t.blocked, t.dns, t.connect, t.send, t.wait, t.receive].filter((x) => x !== -1).reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(sum - e.time) < 0.01, 'time is the sum of the timings');
+    for (const key of Object.keys(e)) {
+      const known = ['pageref', 'startedDateTime', 'time', 'request', 'response', 'cache', 'timings', 'serverIPAddress', 'connection', 'comment'];
+      assert.ok(known.includes(key) || key.startsWith('_'), `custom field ${key} starts with _`);
+    }
+  }
+}
+
+describe('toHar', () => {
+  test('a complete exchange with a JSON response and a form POST', () => {
+    const ex = sampleExchange({
+      request: {
+        method: 'POST',
+        url: 'https://example.com/login?next=%2Fhome&x=1',
+        httpVersion: '1.1',
+        headers: [
+          ['Content-Type', 'application/x-www-form-urlencoded'],
+          ['Cookie', 'sid=abcd…[masked 32]; theme=dark'],
+        ],
+        body: { size: 7, captured: 7, truncated: false },
+      },
+      response: {
+        status: 302,
+        statusMessage: 'Found',
+        httpVersion: '1.1',
+        headers: [
+          ['Location', '/home'],
+          ['Set-Cookie', 'sid=ef01…[masked 32]; Path=/; HttpOnly'],
+          ['Content-Type', 'application/json'],
+        ],
+        body: { size: 2, captured: 2, truncated: false },
+      },
+    });
+    const har = toHar([{ exchange: ex, requestBody: bytes('a=1&b=2'), responseBody: bytes('{}') }], { name: 'tproxy-ui', version: '0.1.0' });
+    assertHar12(har);
+    const e = har.log.entries[0]!;
+    assert.equal(e.startedDateTime, new Date(T0).toISOString());
+    assert.equal(e.request.httpVersion, 'HTTP/1.1');
+    assert.deepEqual(e.request.queryString, [
+      { name: 'next', value: '/home' },
+      { name: 'x', value: '1' },
+    ]);
+    assert.deepEqual(e.request.cookies, [
+      { name: 'sid', value: 'abcd…[masked 32]' },
+      { name: 'theme', value: 'dark' },
+    ]);
+    assert.deepEqual(e.request.postData, { mimeType: 'application/x-www-form-urlencoded', text: 'a=1&b=2' });
+    assert.deepEqual(e.response.cookies, [{ name: 'sid', value: 'ef01…[masked 32]' }]);
+    assert.equal(e.response.redirectURL, '/home');
+    assert.deepEqual(e.response.content, { size: 2, mimeType: 'application/json', text: '{}' });
+    assert.deepEqual(e.timings, { blocked: -1, dns: -1, connect: 10.4, send: 0, wait: 29.8, receive: 112.4, ssl: -1 });
+    assert.equal(e.time, 152.6);
+    assert.equal(e.serverIPAddress, '93.184.216.34');
+    assert.match(har.log.comment, /masked by tproxy-helper/);
+  });
+
+  test('binary bodies are base64; truncated ones say so', () => {
+    const ex = sampleExchange({ response: { ...sampleExchange().response!, headers: [['Content-Type', 'image/png']], body: { size: 1000, captured: 4, truncated: true } } });
+    const har = toHar([{ exchange: ex, requestBody: bytes(''), responseBody: bytes([0x89, 0x50, 0, 0xff]) }], { name: 't', version: '1' });
+    assertHar12(har);
+    const c = har.log.entries[0]!.response.content;
+    assert.equal(c.encoding, 'base64');
+    assert.equal(c.text, Buffer.from([0x89, 0x50, 0, 0xff]).toString('base64'));
+    assert.equal(c.comment, 'tproxy captured the first 4 of 1000 bytes');
+  });
+
+  test('failed and in-flight exchanges still have every required field', () => {
+    const failed = sampleExchange({ id: 1, state: 'error', response: undefined, error: { kind: 'upstream-connect', message: 'refused', code: 'ECONNREFUSED' }, timing: { startedAt: T0, end: 12 } });
+    const pending = sampleExchange({ id: 2, state: 'in-flight', response: undefined, timing: { startedAt: T0 + 5 } });
+    const har = toHar([{ exchange: pending }, { exchange: failed }], { name: 't', version: '1' });
+    assertHar12(har);
+    assert.deepEqual(har.log.entries.map((e) => e._id), [1, 2], 'sorted by start time');
+    const f = har.log.entries[0]!;
+    assert.equal(f.response.status, 0);
+    assert.deepEqual(f._error, { kind: 'upstream-connect', message: 'refused', code: 'ECONNREFUSED' });
+    assert.equal(har.log.entries[1]!.comment, 'still in flight when exported');
+  });
+});

@@ -1,0 +1,213 @@
+/**
+ * Exchanges (plus their captured bodies) → a HAR 1.2 log object, pure. Field names and rules follow
+ * the HAR 1.2 spec (http://www.softwareishard.com/blog/har-12-spec/): every required field is
+ * present, unknown sizes are -1, `time` is the sum of the timings that are not -1, and our own
+ * additions start with `_`. Exchanges that never got a response still get the required `response`
+ * object (status 0, as browsers export failed requests) plus `_error`. This module does not fetch
+ * bodies or write files; the export effect does.
+ */
+import type { Exchange, Headers } from '@tproxy/protocol';
+import { decodeText } from '../../shared/bytes.js';
+import { headerValue } from '../body.js';
+
+export interface HarNameValue {
+  name: string;
+  value: string;
+}
+
+export interface HarCookie {
+  name: string;
+  value: string;
+}
+
+export interface HarContent {
+  size: number;
+  mimeType: string;
+  text?: string;
+  encoding?: 'base64';
+  comment?: string;
+}
+
+export interface HarEntry {
+  startedDateTime: string;
+  time: number;
+  request: {
+    method: string;
+    url: string;
+    httpVersion: string;
+    cookies: HarCookie[];
+    headers: HarNameValue[];
+    queryString: HarNameValue[];
+    postData?: { mimeType: string; text: string; comment?: string; _encoding?: 'base64' };
+    headersSize: number;
+    bodySize: number;
+  };
+  response: {
+    status: number;
+    statusText: string;
+    httpVersion: string;
+    cookies: HarCookie[];
+    headers: HarNameValue[];
+    content: HarContent;
+    redirectURL: string;
+    headersSize: number;
+    bodySize: number;
+  };
+  cache: Record<string, never>;
+  timings: { blocked: number; dns: number; connect: number; send: number; wait: number; receive: number; ssl: number };
+  serverIPAddress: string;
+  connection: string;
+  comment?: string;
+  _id: number;
+  _state: Exchange['state'];
+  _error?: { kind: string; message: string; code?: string };
+  _tls: Exchange['tls'];
+}
+
+export interface Har {
+  log: {
+    version: '1.2';
+    creator: { name: string; version: string };
+    entries: HarEntry[];
+    comment: string;
+  };
+}
+
+/** One exchange with the bodies `exchanges.get` returned, when it could be fetched. */
+export interface HarItem {
+  readonly exchange: Exchange;
+  readonly requestBody?: Uint8Array;
+  readonly responseBody?: Uint8Array;
+}
+
+const MASK_COMMENT =
+  'Exported by tproxy-ui. Header values that carry credentials (Authorization, Cookie, API keys, ...) were masked by tproxy-helper at capture time.';
+
+function harHeaders(headers: Headers): HarNameValue[] {
+  return headers.map(([name, value]) => ({ name, value }));
+}
+
+/** `a=1; b=2` → cookies, as the client sent them (values may be masked). */
+function requestCookies(headers: Headers): HarCookie[] {
+  return headers
+    .filter(([n]) => n.toLowerCase() === 'cookie')
+    .flatMap(([, v]) => v.split(';'))
+    .map((part) => part.trim())
+    .filter((part) => part.includes('='))
+    .map((part) => ({ name: part.slice(0, part.indexOf('=')), value: part.slice(part.indexOf('=') + 1) }));
+}
+
+/** The `name=value` pair of each Set-Cookie; attributes are left out. */
+function responseCookies(headers: Headers): HarCookie[] {
+  return headers
+    .filter(([n]) => n.toLowerCase() === 'set-cookie')
+    .map(([, v]) => v.split(';')[0]!.trim())
+    .filter((pair) => pair.includes('='))
+    .map((pair) => ({ name: pair.slice(0, pair.indexOf('=')), value: pair.slice(pair.indexOf('=') + 1) }));
+}
+
+function queryString(url: string): HarNameValue[] {
+  const q = url.indexOf('?');
+  if (q === -1) return [];
+  const hash = url.indexOf('#', q);
+  const params = new URLSearchParams(url.slice(q + 1, hash === -1 ? undefined : hash));
+  return [...params].map(([name, value]) => ({ name, value }));
+}
+
+/** Text when the bytes are UTF-8, else base64. */
+function bodyText(bytes: Uint8Array): { text: string; base64: boolean } {
+  const text = decodeText(bytes);
+  return text !== null ? { text, base64: false } : { text: Buffer.from(bytes).toString('base64'), base64: true };
+}
+
+function truncationNote(size: number, captured: number): string | undefined {
+  return captured < size ? `tproxy captured the first ${captured} of ${size} bytes` : undefined;
+}
+
+/** Rounds to microseconds: HAR times are milliseconds, and float noise should not leak into files. */
+const ms = (n: number) => Math.round(n * 1000) / 1000;
+
+/** HAR timings from our offsets; the phases we cannot see (blocked, dns, ssl, send) are -1 or 0. */
+function timings(ex: Exchange): HarEntry['timings'] {
+  const t = ex.timing;
+  const connect = t.upstreamConnected !== undefined ? ms(t.upstreamConnected) : -1;
+  const start = t.upstreamConnected ?? 0;
+  const wait = t.firstByte !== undefined ? ms(Math.max(0, t.firstByte - start)) : t.end !== undefined ? ms(Math.max(0, t.end - start)) : 0;
+  const receive = t.firstByte !== undefined && t.end !== undefined ? ms(Math.max(0, t.end - t.firstByte)) : 0;
+  // `send` is required and cannot be -1; the request body is relayed while connecting, so 0.
+  return { blocked: -1, dns: -1, connect, send: 0, wait, receive, ssl: -1 };
+}
+
+export function harEntry(item: HarItem): HarEntry {
+  const ex = item.exchange;
+  const req = ex.request;
+  const res = ex.response;
+  const t = timings(ex);
+  const entry: HarEntry = {
+    startedDateTime: new Date(ex.timing.startedAt).toISOString(),
+    time: ms([t.blocked, t.dns, t.connect, t.send, t.wait, t.receive].filter((x) => x >= 0).reduce((a, b) => a + b, 0)),
+    request: {
+      method: req.method,
+      url: req.url,
+      httpVersion: `HTTP/${req.httpVersion}`,
+      cookies: requestCookies(req.headers),
+      headers: harHeaders(req.headers),
+      queryString: queryString(req.url),
+      headersSize: -1,
+      bodySize: req.body.size,
+    },
+    response: {
+      status: res?.status ?? 0,
+      statusText: res?.statusMessage ?? '',
+      httpVersion: res ? `HTTP/${res.httpVersion}` : '',
+      cookies: res ? responseCookies(res.headers) : [],
+      headers: res ? harHeaders(res.headers) : [],
+      content: { size: 0, mimeType: res ? (headerValue(res.headers, 'content-type') ?? '') : '' },
+      redirectURL: res ? (headerValue(res.headers, 'location') ?? '') : '',
+      headersSize: -1,
+      bodySize: res ? res.body.size : -1,
+    },
+    cache: {},
+    timings: t,
+    serverIPAddress: ex.server.address,
+    connection: `${ex.client.address}:${ex.client.port}`,
+    _id: ex.id,
+    _state: ex.state,
+    _tls: ex.tls,
+  };
+  if (req.body.size > 0 || (item.requestBody?.length ?? 0) > 0) {
+    const body = item.requestBody ? bodyText(item.requestBody) : undefined;
+    const note = item.requestBody ? truncationNote(req.body.size, item.requestBody.length) : 'body not fetched';
+    entry.request.postData = {
+      mimeType: headerValue(req.headers, 'content-type') ?? '',
+      text: body?.text ?? '',
+      ...(body?.base64 ? { _encoding: 'base64' as const } : {}),
+      ...(note ? { comment: note } : {}),
+    };
+  }
+  if (res) {
+    const body = item.responseBody ? bodyText(item.responseBody) : undefined;
+    const note = item.responseBody ? truncationNote(res.body.size, item.responseBody.length) : res.body.size > 0 ? 'body not fetched' : undefined;
+    entry.response.content = {
+      ...entry.response.content,
+      size: item.responseBody?.length ?? 0,
+      ...(body && body.text !== '' ? { text: body.text } : {}),
+      ...(body?.base64 ? { encoding: 'base64' as const } : {}),
+      ...(note ? { comment: note } : {}),
+    };
+  }
+  if (ex.error) entry._error = { kind: ex.error.kind, message: ex.error.message, ...(ex.error.code ? { code: ex.error.code } : {}) };
+  if (ex.state === 'in-flight') entry.comment = 'still in flight when exported';
+  return entry;
+}
+
+export function toHar(items: readonly HarItem[], creator: { name: string; version: string }): Har {
+  return {
+    log: {
+      version: '1.2',
+      creator,
+      entries: [...items].sort((a, b) => a.exchange.timing.startedAt - b.exchange.timing.startedAt || a.exchange.id - b.exchange.id).map(harEntry),
+      comment: MASK_COMMENT,
+    },
+  };
+}
