@@ -9,81 +9,26 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { methods, type Exchange, type TproxyClient } from '@tproxy/client';
-import { makeUpstreamCa, type UpstreamCerts } from './lib/certs.js';
+import { methods, type Exchange } from '@tproxy/client';
+import type { UpstreamCerts } from './lib/certs.js';
 import { curlInNs } from './lib/curl.js';
 import { HELPER_MAIN, rssBytes, startHelper, tproxyctl, type HelperHandle } from './lib/helper.js';
 import { patternBytes, patternSha256 } from './lib/pattern.js';
 import { e2ePreflight } from './lib/preflight.js';
 import { runInNs } from './lib/proc.js';
-import { createTopology, type Topology } from './lib/topology.js';
+import type { Topology } from './lib/topology.js';
 import { HELLO_BODY } from './lib/upstream-app.js';
-import { startUpstreams } from './lib/upstream.js';
+import { anchors, ourSteering, waitForExchange } from './lib/checks.js';
+import { world } from './lib/world.js';
 
 const skip = await e2ePreflight(['curl', 'systemd-socket-activate', 'update-ca-certificates']);
 
 const MIB = 1024 * 1024;
 const GOOD = ['--resolve', 'upstream.test:443:198.18.0.2'];
-const ANCHOR_DIR = '/usr/local/share/ca-certificates';
-
-/** Polls exchanges.list until one matches and has finished; bounded in count and time. */
-async function waitForExchange(client: TproxyClient, match: (e: Exchange) => boolean, timeoutMs = 10_000): Promise<Exchange> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 400 && Date.now() < deadline; i++) {
-    const { exchanges } = await client.call(methods.exchangesList, { limit: 200 });
-    const found = exchanges.find((e) => match(e) && e.state !== 'in-flight');
-    if (found) return found;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error('no matching finished exchange was captured');
-}
-
-async function ourSteering(ns: string): Promise<string> {
-  const parts = await Promise.all([
-    runInNs(ns, ['nft', 'list', 'tables']),
-    runInNs(ns, ['ip', 'rule', 'show']),
-    runInNs(ns, ['ip', '-6', 'rule', 'show']),
-    runInNs(ns, ['ip', 'route', 'show', 'table', '233']),
-    runInNs(ns, ['ip', '-6', 'route', 'show', 'table', '233']),
-  ]);
-  return parts
-    .map((p) => p.stdout)
-    .join('\n')
-    .split('\n')
-    .filter((l) => /tproxy|0x2333|lookup 233|local/.test(l) && !/lookup local/.test(l))
-    .join('\n');
-}
-
-function anchors(): string[] {
-  return readdirSync(ANCHOR_DIR).filter((f) => f.startsWith('tproxy'));
-}
-
-interface World {
-  dir: string;
-  certs: UpstreamCerts;
-  topo: Topology;
-}
-
-/** Registers before/after hooks that build the two namespaces and origins, and tear them down. */
-function world(): World {
-  const w = {} as World;
-  before(async () => {
-    w.dir = await mkdtemp(join(tmpdir(), 'tproxy-e2e-'));
-    w.certs = await makeUpstreamCa(w.dir);
-    w.topo = await createTopology();
-    await startUpstreams(w.topo, w.certs);
-  });
-  after(async () => {
-    await w.topo?.destroy();
-    if (w.dir) await rm(w.dir, { recursive: true, force: true });
-  });
-  return w;
-}
 
 describe('decrypting local HTTPS end to end', { skip: skip ?? false, timeout: 600_000 }, () => {
   const w = world();

@@ -17,6 +17,7 @@ const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 /** The built bins; `npm test` builds before running tests. */
 export const HELPER_MAIN = join(ROOT, 'packages/helper/dist/main.js');
 export const TPROXYCTL_MAIN = join(ROOT, 'packages/client/dist/cli/main.js');
+export const UI_MAIN = join(ROOT, 'packages/client/dist/ui/main.js');
 
 export interface HelperHandle {
   proc: ProcHandle;
