@@ -6,6 +6,9 @@
  *   before each host change, so a helper killed at any point is repaired by the next one.
  * - stop is the exact inverse (rules first, so new connections flow directly at once) and
  *   idempotent; repair undoes whatever a killed helper recorded.
+ * - while running, a SteeringMonitor (monitor.ts) refreshes the fail-open `ports` set and reports a
+ *   lost table, rule or route in status `interception`. A helper killed without any cleanup stops
+ *   intercepting new connections within PORTS_TIMEOUT_SECONDS even before repair runs.
  * It does not parse requests (engine/) or render rules (firewall/).
  */
 import { readFile } from 'node:fs/promises';
@@ -28,6 +31,7 @@ import { closeListener, openTransparentListener, type TransparentListener } from
 import { markedConnector } from '../net/upstream-socket.js';
 import { anchorPath, detectTrustStore, findInstalledCas, installCa, uninstallCa, type TrustStore } from '../trust/linux.js';
 import { loadSystemRoots } from '../trust/system-roots.js';
+import { SteeringMonitor } from './monitor.js';
 import type { ExchangeStore } from './store.js';
 
 export interface CaptureServiceOptions {
@@ -49,6 +53,8 @@ interface Session {
   engine: Engine;
   proxy: HttpProxy;
   pool: UpstreamPool;
+  /** Fail-open heartbeat and "interception lost" checks; stopped before the steering is reverted. */
+  monitor: SteeringMonitor;
   startedAt: number;
 }
 
@@ -156,9 +162,12 @@ export class CaptureService {
     await updateRecord(this.opts.stateDir, { pid: process.pid, startedAt: Date.now(), firewall: config });
     undo.push({ what: 'reverting steering', run: () => this.revertSteering(plan) });
     await this.steering.apply(plan);
+    const monitor = new SteeringMonitor({ steering: this.steering, plan, log: log.child('monitor') });
+    undo.push({ what: 'stopping the steering monitor', run: () => monitor.stop() });
+    monitor.start();
 
     log.info(`capture running: ports ${config.ports.join(',')} → ${addresses.map((a) => `${a}:${config.listenPort}`).join(', ')}`);
-    return { config, plan, listeners, engine, proxy, pool, startedAt: Date.now() };
+    return { config, plan, listeners, engine, proxy, pool, monitor, startedAt: Date.now() };
   }
 
   /** Trust anchors for upstream verification: the distribution bundle minus our CA, plus --upstream-ca. */
@@ -210,6 +219,7 @@ export class CaptureService {
     return this.serial(async () => {
       const s = this.session;
       if (!s) return this.status();
+      await s.monitor.stop();
       await this.revertSteering(s.plan);
       const closing = s.listeners.map((l) => closeListener(l));
       s.engine.closeAll();
@@ -272,7 +282,7 @@ export class CaptureService {
       ...(native.reason ? { reason: native.reason } : {}),
       interceptCount: s?.engine.connectionCount ?? 0,
       listeners: s ? s.listeners.map((l) => ({ address: l.address, port: l.port })) : [],
-      ...(s ? { config: s.config, startedAt: s.startedAt } : {}),
+      ...(s ? { config: s.config, startedAt: s.startedAt, interception: s.monitor.health() } : {}),
       rules: s ? describePlan(s.plan) : [],
       caInstalled: this.trustPath !== null,
       ...(this.trustPath ? { trustStorePath: this.trustPath } : {}),

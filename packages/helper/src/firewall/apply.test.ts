@@ -11,9 +11,9 @@ import { ExecError, FakeExec } from '../exec.js';
 import type { Exec, ExecCall, ExecOptions, ExecResult } from '../exec.js';
 import { createLogger } from '../log.js';
 import type { Logger } from '../log.js';
-import { MAX_DELETES_PER_STEP, revertError, Steering } from './apply.js';
+import { listedSetElements, MAX_DELETES_PER_STEP, revertError, Steering } from './apply.js';
 import { FirewallError } from './errors.js';
-import { renderNftApply, renderNftRevert } from './nft.js';
+import { renderNftApply, renderNftHeartbeat, renderNftRevert } from './nft.js';
 import { planSteering, RULE_PRIORITY } from './plan.js';
 
 const P = RULE_PRIORITY;
@@ -276,8 +276,17 @@ describe('Steering.revert', () => {
 describe('Steering.verify', () => {
   const LISTING = [
     'table inet tproxy_helper {',
+    '\tset ports {',
+    '\t\ttype inet_service',
+    '\t\tflags timeout',
+    '\t\telements = { 443 timeout 8s expires 6s120ms }',
+    '\t}',
+    '',
     '\tchain output {',
     '\t\ttype route hook output priority mangle; policy accept;',
+    '\t\tmeta mark 0x00000539 return',
+    '\t\ttcp dport @ports ct state new ct mark set 0x00002333',
+    '\t\tct mark 0x00002333 meta mark set 0x00002333',
     '\t}',
     '\tchain prerouting {',
     '\t\tiifname "lo" tcp dport @ports meta mark 0x00002333 meta nfproto ipv4 tproxy ip to 127.0.0.1:8443 accept',
@@ -331,5 +340,49 @@ describe('Steering.verify', () => {
     exec.respond = responder({ 'nft list table inet tproxy_helper': LISTING.replace(/.*tproxy ip6.*\n/, '') });
     const result = await new Steering(exec, capturingLogger().log).verify(plan());
     assert.deepEqual(result.missing, ['nft inet tproxy_helper prerouting: tproxy ip6 to listener']);
+  });
+
+  it('notices expired port elements (the fail-open timeout ran out) and a flushed chain', async () => {
+    const exec = new FakeExec();
+    const listing = LISTING.replace(/.*elements = .*\n/, '').replace(/.*(return|ct state new|meta mark set).*\n/g, '');
+    exec.respond = responder({ 'nft list table inet tproxy_helper': listing });
+    const result = await new Steering(exec, capturingLogger().log).verify(plan());
+    assert.deepEqual(result.missing, [
+      'nft set inet tproxy_helper ports element(s) 443',
+      'nft inet tproxy_helper output: bypass rule',
+      'nft inet tproxy_helper output: mark-new rule',
+      'nft inet tproxy_helper output: restore-mark rule',
+    ]);
+  });
+});
+
+describe('listedSetElements', () => {
+  it('reads ports with or without timeouts, and [] for an empty or absent set', () => {
+    assert.deepEqual(listedSetElements('set ports {\n\t\telements = { 80 timeout 8s expires 7s992ms, 443 timeout 8s expires 7s992ms }\n\t}'), [80, 443]);
+    assert.deepEqual(listedSetElements('set ports {\n\t\telements = { 80, 443,\n\t\t\t8443 }\n\t}'), [80, 443, 8443]);
+    assert.deepEqual(listedSetElements('set ports {\n\t\ttype inet_service\n\t\tflags timeout\n\t}\n\tchain x {\n\t}'), []);
+    assert.deepEqual(listedSetElements('table inet tproxy_helper {\n}'), []);
+  });
+});
+
+describe('Steering.heartbeat', () => {
+  it('runs the heartbeat script as one nft -f transaction', async () => {
+    const exec = new FakeExec();
+    await new Steering(exec, capturingLogger().log).heartbeat(plan({ ports: [443, 80] }));
+    assert.equal(exec.calls.length, 1);
+    assert.deepEqual(exec.calls[0]!.argv, ['nft', '-f', '-']);
+    assert.equal(exec.calls[0]!.input, renderNftHeartbeat(plan({ ports: [443, 80] })));
+    assert.equal(exec.calls[0]!.input, 'flush set inet tproxy_helper ports\nadd element inet tproxy_helper ports { 80 timeout 8s, 443 timeout 8s }\n');
+  });
+
+  it('throws heartbeat-failed with nft\'s stderr when our table is gone', async () => {
+    const exec = new FakeExec();
+    exec.failWhen = () => 'Error: No such file or directory';
+    await assert.rejects(new Steering(exec, capturingLogger().log).heartbeat(plan()), (err: unknown) => {
+      assert.ok(err instanceof FirewallError);
+      assert.equal(err.code, 'heartbeat-failed');
+      assert.equal(err.message, 'refreshing nft set inet tproxy_helper ports: Error: No such file or directory');
+      return true;
+    });
   });
 });

@@ -13,9 +13,9 @@ import type { Logger } from '../log.js';
 import { FirewallError } from './errors.js';
 import type { FirewallErrorCode } from './errors.js';
 import { readSteeringState } from './inspect.js';
-import { renderNftApply, renderNftRevert } from './nft.js';
-import { hex } from './plan.js';
-import type { SteeringPlan } from './plan.js';
+import { renderNftApply, renderNftHeartbeat, renderNftRevert } from './nft.js';
+import { hex, NFT_PORTS_SET } from './plan.js';
+import type { NftRule, SteeringPlan } from './plan.js';
 import { routeSteps } from './routing.js';
 import type { RouteStep } from './routing.js';
 
@@ -77,6 +77,41 @@ function stderrOf(err: unknown): string {
 function notInstalled(err: unknown): FirewallErrorCode | null {
   if (!(err instanceof ExecError) || err.code !== 'ENOENT') return null;
   return err.argv[0] === 'nft' ? 'nft-missing' : 'ip-missing';
+}
+
+/**
+ * A fragment that `nft list table` prints for each rule kind (nft normalises marks to 0x%08x and
+ * drops the implied `meta l4proto tcp`), so verify notices a flushed chain, not only a deleted one.
+ */
+function listedNeedle(rule: NftRule): string {
+  switch (rule.kind) {
+    case 'bypass':
+      return `meta mark ${hex8(rule.bypassMark)} return`;
+    case 'mark-new':
+      return `tcp dport @${NFT_PORTS_SET} ct state new ct mark set ${hex8(rule.mark)}`;
+    case 'restore-mark':
+      return `ct mark ${hex8(rule.mark)} meta mark set ${hex8(rule.mark)}`;
+    case 'tproxy':
+      return `tproxy ${rule.family === 'ipv6' ? 'ip6' : 'ip'} to `;
+  }
+}
+
+function hex8(n: number): string {
+  return `0x${n.toString(16).padStart(8, '0')}`;
+}
+
+/** Ports listed in `set ports { ... elements = { 80 timeout 8s expires 7s, 443 ... } }`; [] when none. */
+export function listedSetElements(listing: string, setName: string = NFT_PORTS_SET): number[] {
+  const start = listing.indexOf(`set ${setName} {`);
+  if (start < 0) return [];
+  const end = listing.indexOf('}', start + `set ${setName} {`.length);
+  const body = listing.slice(start, end < 0 ? undefined : end + 1);
+  const m = /elements = \{([^}]*)\}?/.exec(body);
+  if (!m?.[1]) return [];
+  return m[1]
+    .split(',')
+    .map((item) => Number(/^\s*(\d+)/.exec(item)?.[1]))
+    .filter((n) => Number.isInteger(n));
 }
 
 export class Steering {
@@ -144,7 +179,25 @@ export class Steering {
     return { ok, steps: results };
   }
 
-  /** Compares the kernel with the plan (read-only). */
+  /**
+   * The fail-open heartbeat: gives every `ports` element its full lifetime again in one atomic
+   * transaction (nft.ts renderNftHeartbeat). Never re-creates a missing table or set; throws
+   * FirewallError('heartbeat-failed') with nft's stderr instead. Not logged here (it runs every
+   * HEARTBEAT_INTERVAL_MS): the caller logs changes.
+   */
+  async heartbeat(plan: SteeringPlan): Promise<void> {
+    try {
+      await this.exec.run('nft', ['-f', '-'], { input: renderNftHeartbeat(plan), timeoutMs: 5_000 });
+    } catch (err) {
+      const set = `${plan.table.family} ${plan.table.name} ${NFT_PORTS_SET}`;
+      throw new FirewallError(notInstalled(err) ?? 'heartbeat-failed', `refreshing nft set ${set}: ${stderrOf(err)}`, { cause: err });
+    }
+  }
+
+  /**
+   * Compares the kernel with the plan (read-only): our table, each chain and rule, the `ports`
+   * elements (absent once the fail-open timeout expired), the ip rules and the local routes.
+   */
   async verify(plan: SteeringPlan): Promise<VerifyResult> {
     const state = await readSteeringState(this.exec, plan.config, plan.table.name);
     for (const e of state.errors) this.log.warn(`verifying steering: ${e}`);
@@ -153,12 +206,18 @@ export class Steering {
     if (state.ourTable === undefined) {
       missing.push(`nft table ${table}`);
     } else {
+      const elements = listedSetElements(state.ourTable);
+      const absent = plan.ports.filter((p) => !elements.includes(p));
+      if (absent.length > 0) missing.push(`nft set ${table} ${NFT_PORTS_SET} element(s) ${absent.join(', ')}`);
       for (const chain of plan.chains) {
-        if (!state.ourTable.includes(`chain ${chain.name} {`)) missing.push(`nft chain ${table} ${chain.name}`);
+        if (!state.ourTable.includes(`chain ${chain.name} {`)) {
+          missing.push(`nft chain ${table} ${chain.name}`);
+          continue;
+        }
         for (const rule of chain.rules) {
-          if (rule.kind !== 'tproxy') continue;
-          const needle = `tproxy ${rule.family === 'ipv6' ? 'ip6' : 'ip'} to `;
-          if (!state.ourTable.includes(needle)) missing.push(`nft ${table} ${chain.name}: ${needle.trim()} listener`);
+          const needle = listedNeedle(rule);
+          if (state.ourTable.includes(needle)) continue;
+          missing.push(rule.kind === 'tproxy' ? `nft ${table} ${chain.name}: ${needle.trim()} listener` : `nft ${table} ${chain.name}: ${rule.kind} rule`);
         }
       }
     }

@@ -11,6 +11,8 @@ export type FirewallErrorCode =
   | 'apply-failed'
   /** Reverting left something behind; the message lists each step that failed. */
   | 'revert-failed'
+  /** Refreshing the fail-open `ports` set elements failed (our table or set is gone, nft failed). */
+  | 'heartbeat-failed'
   /** The `nft` binary is not installed (exec ENOENT). */
   | 'nft-missing'
   /** The `ip` binary (iproute2) is not installed (exec ENOENT). */

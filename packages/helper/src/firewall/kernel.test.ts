@@ -130,7 +130,8 @@ describe('Steering on a real kernel (network namespace)', { skip: skip }, () => 
     await withNetns(t, async (ns) => {
       const r = await runChild(ns, { mode: 'lifecycle', params: { ipv6: false, ports: [443, 80], listenPort: 9443 } });
       assert.equal(r.applyError, undefined);
-      assert.match(r.afterApply.ruleset, /elements = \{ 80, 443 \}/);
+      assert.match(r.afterApply.ruleset, /flags timeout/);
+      assert.match(r.afterApply.ruleset, /elements = \{ 80 timeout 8s expires \S+, 443 timeout 8s expires \S+ \}/);
       assert.match(r.afterApply.ruleset, /meta nfproto ipv4 tcp dport @ports ct state new/);
       assert.doesNotMatch(r.afterApply.ruleset, /ip6/);
       assert.match(r.afterApply.rules4, OUR_RULE);
@@ -197,11 +198,28 @@ describe('Steering on a real kernel (network namespace)', { skip: skip }, () => 
 
   it('every golden script passes the kernel\'s own check (nft -c)', async (t) => {
     await withNetns(t, async (ns) => {
-      const files = readdirSync(TESTDATA).filter((f) => f.endsWith('.nft'));
+      const files = readdirSync(TESTDATA).filter((f) => f.endsWith('.nft') && !f.endsWith('.heartbeat.nft'));
       assert.ok(files.length >= 3);
       for (const f of files) {
         const r = await inNetns(ns, 'nft', '-c', '-f', `${TESTDATA}${f}`);
         assert.equal(r.code, 0, `${f}: ${r.stderr}`);
+      }
+      // A heartbeat needs its table: load the matching apply script for real, then check it.
+      const heartbeats = readdirSync(TESTDATA).filter((f) => f.endsWith('.heartbeat.nft'));
+      assert.ok(heartbeats.length >= 1);
+      for (const f of heartbeats) {
+        const base = f.replace(/\.heartbeat\.nft$/, '.nft');
+        const loaded = await inNetns(ns, 'nft', '-f', `${TESTDATA}${base}`);
+        assert.equal(loaded.code, 0, `${base}: ${loaded.stderr}`);
+        const r = await inNetns(ns, 'nft', '-f', `${TESTDATA}${f}`);
+        assert.equal(r.code, 0, `${f}: ${r.stderr}`);
+        const listed = await inNetns(ns, 'nft', 'list', 'set', 'inet', 'tproxy_helper', 'ports');
+        assert.match(listed.stdout, /elements = \{ [^}]*443 timeout 8s expires/, `${f}: ${listed.stdout}`);
+        const gone = await inNetns(ns, 'nft', 'delete', 'table', 'inet', 'tproxy_helper');
+        assert.equal(gone.code, 0, gone.stderr);
+        const orphan = await inNetns(ns, 'nft', '-f', `${TESTDATA}${f}`);
+        assert.notEqual(orphan.code, 0, `${f} must not succeed (or re-create anything) without our table`);
+        assert.doesNotMatch((await inNetns(ns, 'nft', 'list', 'tables')).stdout, /tproxy_helper/);
       }
     });
   });

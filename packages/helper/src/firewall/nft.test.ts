@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { CaptureStartParamsSchema } from '@tproxy/protocol';
 import type { CaptureStartParams } from '@tproxy/protocol';
-import { renderNftApply, renderNftRevert } from './nft.js';
+import { renderNftApply, renderNftHeartbeat, renderNftRevert } from './nft.js';
 import { planSteering } from './plan.js';
 
 const GOLDEN_CASES: Record<string, CaptureStartParams> = {
@@ -39,6 +39,27 @@ describe('renderNftApply', () => {
   it('with ipv6 off never mentions ip6', () => {
     const script = renderNftApply(planSteering(CaptureStartParamsSchema.parse({ ipv6: false })));
     assert.doesNotMatch(script, /ip6|ipv6|\[/);
+  });
+});
+
+describe('renderNftHeartbeat', () => {
+  for (const name of ['default', 'multi-port']) {
+    it(`matches the golden script: ${name}.heartbeat`, () => {
+      golden(`${name}.heartbeat`, renderNftHeartbeat(planSteering(CaptureStartParamsSchema.parse(GOLDEN_CASES[name]))));
+    });
+  }
+
+  it('replaces the elements in one script (flush + add, one transaction) and never declares the table', () => {
+    const script = renderNftHeartbeat(planSteering(CaptureStartParamsSchema.parse({})));
+    assert.equal(script, 'flush set inet tproxy_helper ports\nadd element inet tproxy_helper ports { 443 timeout 8s }\n');
+    assert.doesNotMatch(script, /^table|delete/m);
+  });
+
+  it('gives apply and heartbeat the same element lifetime', () => {
+    const p = planSteering(CaptureStartParamsSchema.parse({ ports: [80, 443] }));
+    const elements = '{ 80 timeout 8s, 443 timeout 8s }';
+    assert.ok(renderNftApply(p).includes(`set ports { type inet_service; flags timeout; elements = ${elements} }`));
+    assert.ok(renderNftHeartbeat(p).includes(`add element inet tproxy_helper ports ${elements}`));
   });
 });
 

@@ -7,6 +7,14 @@
  * creates it when absent, so the delete that follows never fails with "No such file or directory".
  * Apply therefore atomically replaces whatever table of ours exists (a leftover of a crashed run
  * included), and revert is idempotent.
+ *
+ * Fail-open heartbeat: the `ports` set has `flags timeout` and every element carries
+ * `timeout <PORTS_TIMEOUT_SECONDS>s`. The heartbeat script is `flush set` + `add element` in one
+ * transaction: the kernel commits both or neither, and packets never see the set empty in between
+ * (nf_tables generation masks). `delete element` + `add element` would fail with ENOENT once an
+ * element has expired (checked on nft 1.0.6 / Linux 6.18), `flush set` never does. The heartbeat
+ * never declares the table or the set, so it cannot resurrect a table someone else deleted: it
+ * fails instead ("No such file or directory") and the helper reports the loss.
  */
 import { hex, NFT_PORTS_SET, NFT_TABLE_FAMILY, NFT_TABLE_NAME } from './plan.js';
 import type { IpFamily, NftChain, NftRule, SteeringPlan } from './plan.js';
@@ -44,6 +52,11 @@ function renderRule(rule: NftRule): string {
   }
 }
 
+/** `{ 80 timeout 8s, 443 timeout 8s }`: every port with the plan's element lifetime. */
+function timedElements(plan: SteeringPlan): string {
+  return `{ ${plan.ports.map((p) => `${p} timeout ${plan.portsTimeoutSeconds}s`).join(', ')} }`;
+}
+
 function renderChain(chain: NftChain): string[] {
   return [
     `${INDENT}chain ${chain.name} {`,
@@ -60,11 +73,20 @@ export function renderNftApply(plan: SteeringPlan): string {
     '# tproxy-helper steering rules; generated from packages/helper/src/firewall/plan.ts',
     ...resetLines(family, name),
     `table ${family} ${name} {`,
-    `${INDENT}set ${NFT_PORTS_SET} { type inet_service; elements = { ${plan.ports.join(', ')} } }`,
+    `${INDENT}set ${NFT_PORTS_SET} { type inet_service; flags timeout; elements = ${timedElements(plan)} }`,
     ...plan.chains.flatMap(renderChain),
     '}',
   ];
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * The heartbeat transaction: replaces the `ports` elements with fresh ones (full lifetime again),
+ * atomically. Fails, changing nothing, when our table or set is gone.
+ */
+export function renderNftHeartbeat(plan: SteeringPlan): string {
+  const set = `${plan.table.family} ${plan.table.name} ${NFT_PORTS_SET}`;
+  return `flush set ${set}\nadd element ${set} ${timedElements(plan)}\n`;
 }
 
 /** Removes our table whether or not it exists; with it go its set, chains and rules. */

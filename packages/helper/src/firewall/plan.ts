@@ -37,6 +37,19 @@ export const NFT_PORTS_SET = 'ports';
  */
 export const RULE_PRIORITY = 4233;
 
+/**
+ * Fail-open lifetime of each element of the `ports` set (nft(8) SETS, `flags timeout`). The helper
+ * refreshes the elements every HEARTBEAT_INTERVAL_MS (capture/monitor.ts); if it dies without any
+ * cleanup (SIGKILL, OOM), the elements expire within this many seconds, the mark-new rule
+ * (`tcp dport @ports`) matches nothing any more, and new connections flow directly again.
+ * Connections taken before that keep their conntrack mark and stay looped back to the (dead)
+ * listener until they close: only NEW connections are guaranteed to flow directly.
+ * Four heartbeats fit in one lifetime, so a single slow or failed refresh never drops interception.
+ */
+export const PORTS_TIMEOUT_SECONDS = 8;
+/** How often the running helper refreshes the `ports` set elements (see PORTS_TIMEOUT_SECONDS). */
+export const HEARTBEAT_INTERVAL_MS = 2_000;
+
 export type IpFamily = 'ipv4' | 'ipv6';
 
 interface Explained {
@@ -127,6 +140,8 @@ export interface SteeringPlan {
   readonly table: { readonly family: typeof NFT_TABLE_FAMILY; readonly name: string };
   /** Elements of the `ports` set, ascending. */
   readonly ports: readonly number[];
+  /** Each `ports` element expires this long after it was last added (PORTS_TIMEOUT_SECONDS). */
+  readonly portsTimeoutSeconds: number;
   /** In render order: output, then prerouting. */
   readonly chains: readonly NftChain[];
   /** In apply order: local routes first (so a rule never points at an empty table), then rules. */
@@ -214,6 +229,7 @@ export function planSteering(config: CaptureConfig): SteeringPlan {
     config,
     table: { family: NFT_TABLE_FAMILY, name: NFT_TABLE_NAME },
     ports,
+    portsTimeoutSeconds: PORTS_TIMEOUT_SECONDS,
     chains: [
       { name: 'output', type: 'route', hook: 'output', priority: 'mangle', policy: 'accept', rules: output },
       { name: 'prerouting', type: 'filter', hook: 'prerouting', priority: 'mangle', policy: 'accept', rules: prerouting },

@@ -109,6 +109,23 @@ export const CaptureStatusSchema = z.object({
   caInstalled: z.boolean(),
   /** The trust-store file we installed, while installed. */
   trustStorePath: z.string().optional(),
+  /**
+   * While running: whether the steering is still intact. The helper compares the kernel with what
+   * it applied every few seconds and refreshes the fail-open port set every ~2 s; someone else
+   * flushing or deleting our nft table, ip rule or route, or a failing refresh, shows up here.
+   */
+  interception: z
+    .object({
+      /** Everything applied is still in place and the last refresh succeeded. */
+      ok: z.boolean(),
+      /** One line per problem, e.g. "missing: nft table inet tproxy_helper"; empty when ok. */
+      problems: z.array(z.string()),
+      /** When the last check or refresh finished (epoch ms). */
+      checkedAt: z.number(),
+      /** When the fail-open port set was last refreshed (epoch ms); interception stops ~8 s after it. */
+      heartbeatAt: z.number().optional(),
+    })
+    .optional(),
 });
 
 export const CaptureStopParamsSchema = z.object({}).strict();
