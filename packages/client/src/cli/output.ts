@@ -19,6 +19,7 @@ import {
 import { accessDeniedHint, isAccessDenied, isClientError } from '../rpc/errors.js';
 import { decodeText, hexSummary } from '../shared/bytes.js';
 import { escapeInline, escapeMultiline } from '../shared/escape.js';
+import { formatProcessLong } from '../shared/process.js';
 import { formatBytes, formatClock, formatDateTime, formatEndpoint, formatMs } from '../shared/units.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -98,6 +99,7 @@ export function formatStatus(status: CaptureStatus, info?: HelperInfoResult): st
     lines.push('rules applied:');
     for (const rule of status.rules) lines.push(`  ${escapeInline(rule)}`);
   }
+  if (status.interception && !status.interception.ok) lines.push(`interception lost: ${escapeInline(status.interception.problems.join('; '))}`);
   lines.push(`CA: ${status.caInstalled ? `installed${status.trustStorePath ? ` at ${escapeInline(status.trustStorePath)}` : ''}` : 'not installed'}`);
   if (info) {
     lines.push(
@@ -164,6 +166,7 @@ export function formatExchangeDetail(detail: ExchangeDetail): string {
   lines.push(`${escapeInline(req.method)} ${escapeInline(req.url)} -> ${outcome}`);
   lines.push(`client:  ${formatEndpoint(ex.client)}`);
   lines.push(`server:  ${formatEndpoint(ex.server)}`);
+  if (ex.process) lines.push(`process: ${formatProcessLong(ex.process)}`);
   const tls = [
     ex.tls.sni !== undefined ? `sni ${escapeInline(ex.tls.sni)}` : 'no sni',
     ...(ex.tls.clientVersion ? [`client ${escapeInline(ex.tls.clientVersion)}`] : []),

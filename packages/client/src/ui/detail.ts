@@ -6,6 +6,7 @@
  */
 import type { Exchange, Headers } from '@tproxy/protocol';
 import { escapeInline } from '../shared/escape.js';
+import { formatProcessLong } from '../shared/process.js';
 import { formatBytes, formatDateTime, formatEndpoint } from '../shared/units.js';
 import { bodyView, wrapLine } from './body.js';
 import { formatDuration, statusColor, timingSegments } from './format.js';
@@ -115,7 +116,7 @@ export function detailLines({ exchange: ex, detail, width, now }: DetailInput): 
     lines.push(...wrapped(`error: ${escapeInline(ex.error.kind)}: ${escapeInline(ex.error.message)}${code}`, w, { color: 'red' }));
   }
   lines.push(plain(''));
-  lines.push(...labelled('Process', '- (process attribution is not available yet)', w));
+  lines.push(...labelled('Process', formatProcessLong(ex.process), w));
   lines.push(...labelled('Client', formatEndpoint(ex.client), w));
   lines.push(...labelled('Server', formatEndpoint(ex.server), w));
   const tls = [

@@ -5,6 +5,7 @@
  */
 import type { Exchange, ExchangeErrorKind, Timing } from '@tproxy/protocol';
 import { escapeInline } from '../shared/escape.js';
+import { formatProcessShort } from '../shared/process.js';
 import { formatBytes, formatClock } from '../shared/units.js';
 import { splitUrl } from './url.js';
 
@@ -21,6 +22,7 @@ export interface Column {
 export const COLUMN_GAP = 1;
 
 /** Below these widths a column is dropped (process, protocol) or shortened (time without ms). */
+/** Wide enough for `command[pid]` with a short command and a 6-digit pid (cut with … past that). */
 const DROP_PROCESS_BELOW = 110;
 const DROP_PROTOCOL_BELOW = 96;
 const SHORT_TIME_BELOW = 90;
@@ -39,7 +41,7 @@ export function columnsFor(width: number): Column[] {
   const w = Math.max(40, Math.floor(width));
   let fixed: Column[] = [
     { key: 'time', title: 'TIME', width: w < SHORT_TIME_BELOW ? 8 : 12, align: 'left' },
-    ...(w >= DROP_PROCESS_BELOW ? [{ key: 'process', title: 'PROCESS', width: 10, align: 'left' } as const] : []),
+    ...(w >= DROP_PROCESS_BELOW ? [{ key: 'process', title: 'PROCESS', width: 14, align: 'left' } as const] : []),
     { key: 'method', title: 'METHOD', width: 7, align: 'left' },
     { key: 'status', title: 'STATUS', width: 8, align: 'left' },
     ...(w >= DROP_PROTOCOL_BELOW ? [{ key: 'protocol', title: 'PROTO', width: 8, align: 'left' } as const] : []),
@@ -114,8 +116,7 @@ export function cellText(ex: Exchange, key: ColumnKey, column?: Column): string 
       return column && column.width < 12 ? clock.slice(0, 8) : clock;
     }
     case 'process':
-      // Process attribution is a separate issue; the column is kept so the layout does not move.
-      return '-';
+      return formatProcessShort(ex.process);
     case 'method':
       return escapeInline(ex.request.method);
     case 'host':

@@ -5,13 +5,15 @@
  * wall-clock start (performance.now), so a clock step never yields a negative duration.
  */
 import { performance } from 'node:perf_hooks';
-import type { Endpoint, Exchange, ExchangeError, ExchangeState, Headers, TlsInfo } from '@tproxy/protocol';
+import type { Endpoint, Exchange, ExchangeError, ExchangeState, Headers, ProcessInfo, TlsInfo } from '@tproxy/protocol';
 import { BodyCapture } from './body-capture.js';
 
 export interface ExchangeStart {
   client: Endpoint;
   server: Endpoint;
   tls: TlsInfo;
+  /** The local process behind the connection, when attribution already finished (see setProcess). */
+  process?: ProcessInfo;
   method: string;
   url: string;
   httpVersion: string;
@@ -60,6 +62,11 @@ export class LiveExchange {
     if (version) this.start.tls = { ...this.start.tls, upstreamVersion: version };
   }
 
+  /** Attribution that finished after the exchange was recorded. */
+  setProcess(process: ProcessInfo): void {
+    this.start.process = process;
+  }
+
   setResponse(head: ResponseHead): void {
     this.firstByte ??= this.offset();
     this.response = head;
@@ -92,6 +99,7 @@ export class LiveExchange {
     return (
       BASE_BYTES +
       this.start.url.length +
+      (this.start.process?.command?.length ?? 0) +
       headerBytes(this.start.headers) +
       headerBytes(this.response?.headers) +
       this.requestBody.captured +
@@ -107,6 +115,7 @@ export class LiveExchange {
       client: { ...s.client },
       server: { ...s.server },
       tls: { ...s.tls },
+      ...(s.process ? { process: { ...s.process } } : {}),
       request: {
         method: s.method,
         url: s.url,

@@ -9,6 +9,7 @@ import type net from 'node:net';
 import tls from 'node:tls';
 import type { Endpoint } from '@tproxy/protocol';
 import type { Logger } from '../log.js';
+import { ProcessAttributor, trackLookup, type ProcessLookup } from '../net/attribution.js';
 import type { HttpProxy } from './http-proxy.js';
 
 /** Supplies the TLS context (leaf certificate + key) for a server name or IP literal. Throws for a name it refuses to mint. */
@@ -22,6 +23,12 @@ export interface EngineOptions {
   log: Logger;
   /** A client that has not finished its TLS handshake by then is dropped. */
   handshakeTimeoutMs?: number;
+  /**
+   * Finds the local process behind each accepted connection; a /proc-backed one by default, `null`
+   * to turn attribution off. The helper shares the intercepted clients' network namespace, so the
+   * socket tables it reads hold their sockets.
+   */
+  attribution?: Pick<ProcessAttributor, 'lookup'> | null;
 }
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -39,8 +46,11 @@ export function endpoint(address: string | undefined, port: number | undefined):
 export class Engine {
   private readonly sockets = new Set<net.Socket>();
   private accepted = 0;
+  private readonly attribution: Pick<ProcessAttributor, 'lookup'> | null;
 
-  constructor(private readonly opts: EngineOptions) {}
+  constructor(private readonly opts: EngineOptions) {
+    this.attribution = opts.attribution === undefined ? new ProcessAttributor() : opts.attribution;
+  }
 
   /** Connections accepted since the engine was created. */
   get connectionCount(): number {
@@ -62,6 +72,8 @@ export class Engine {
     const client = endpoint(socket.remoteAddress, socket.remotePort);
     // TPROXY keeps the original destination as the accepted socket's local address.
     const server = endpoint(socket.localAddress, socket.localPort);
+    // Started now, before the client can close: its socket's row and fd vanish with it.
+    const owner = this.attribution ? trackLookup(this.attribution.lookup(client, server)) : undefined;
     const { certs, log } = this.opts;
     const who = `${client.address}:${client.port} -> ${server.address}:${server.port}`;
 
@@ -95,7 +107,7 @@ export class Engine {
     tlsSocket.once('secure', () => {
       clearTimeout(timer);
       try {
-        this.serveDecrypted(tlsSocket, client, server);
+        this.serveDecrypted(tlsSocket, client, server, owner);
       } catch (err) {
         log.error(`${who}: cannot serve the decrypted connection: ${(err as Error).message}`);
         tlsSocket.destroy();
@@ -110,7 +122,7 @@ export class Engine {
     tlsSocket.once('close', () => clearTimeout(timer));
   }
 
-  private serveDecrypted(tlsSocket: tls.TLSSocket, client: Endpoint, server: Endpoint): void {
+  private serveDecrypted(tlsSocket: tls.TLSSocket, client: Endpoint, server: Endpoint, owner: ProcessLookup | undefined): void {
     const sni = typeof tlsSocket.servername === 'string' && tlsSocket.servername ? tlsSocket.servername : undefined;
     const alpn = typeof tlsSocket.alpnProtocol === 'string' ? tlsSocket.alpnProtocol : undefined;
     const version = tlsSocket.getProtocol();
@@ -118,6 +130,7 @@ export class Engine {
       client,
       server,
       tls: { ...(sni ? { sni } : {}), ...(version ? { clientVersion: version } : {}), ...(alpn ? { alpn } : {}) },
+      ...(owner ? { process: owner } : {}),
     });
   }
 

@@ -14,6 +14,7 @@ import { LiveExchange } from '../capture/live-exchange.js';
 import { maskRawHeaders } from '../capture/mask.js';
 import type { ExchangeStore } from '../capture/store.js';
 import type { Logger } from '../log.js';
+import type { ProcessLookup } from '../net/attribution.js';
 import { classifyUpstreamError } from './errors.js';
 import { rawToPairs, requestUrl, stripHopByHop } from './headers.js';
 import type { UpstreamPool, UpstreamTarget } from './upstream.js';
@@ -24,6 +25,8 @@ export interface ConnectionInfo {
   /** The original destination. */
   server: Endpoint;
   tls: TlsInfo;
+  /** Attribution of the client's socket, started at accept; absent when attribution is off. */
+  process?: ProcessLookup;
 }
 
 export interface HttpProxyOptions {
@@ -96,6 +99,7 @@ export class HttpProxy {
       client: info.client,
       server: info.server,
       tls: info.tls,
+      ...(info.process?.result ? { process: info.process.result } : {}),
       method: req.method ?? 'GET',
       url: requestUrl(req.url ?? '/', req.headers.host, info.tls.sni, info.server.address, info.server.port),
       httpVersion: req.httpVersion,
@@ -103,6 +107,7 @@ export class HttpProxy {
       bodyCaptureLimit,
     });
     store.add(ex);
+    this.attachLateProcess(ex, info);
     const target = { address: info.server.address, port: info.server.port, serverName: info.tls.sni };
     const finish = (error?: ExchangeError) => {
       if (ex.finished) return;
@@ -119,6 +124,20 @@ export class HttpProxy {
       const message = `request cannot be relayed: ${(err as Error).message.split('\n')[0]}`;
       this.reply(req, res, ex, 400, 'Bad Request', { kind: 'client-protocol', message }, finish);
     }
+  }
+
+  /**
+   * Attribution normally settles during the TLS handshake; when it has not yet, the exchange is
+   * recorded at once (the relay never waits for it) and updated when the lookup ends.
+   */
+  private attachLateProcess(ex: LiveExchange, info: ConnectionInfo): void {
+    const lookup = info.process;
+    if (!lookup || lookup.settled) return;
+    void lookup.done.then((process) => {
+      if (!process) return;
+      ex.setProcess(process);
+      this.opts.store.update(ex);
+    });
   }
 
   /**

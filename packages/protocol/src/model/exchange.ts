@@ -100,6 +100,27 @@ export const TimingSchema = z.object({
   end: z.number().optional(),
 });
 
+/** Longest `command` the helper reports, in UTF-16 code units; longer command lines end in `…`. */
+export const PROCESS_COMMAND_MAX = 1024;
+
+/**
+ * The local program that opened an intercepted connection, as the kernel's socket tables
+ * (/proc/net/tcp, tcp6) and /proc/<pid> told the helper when it accepted the connection. It is a
+ * best-effort snapshot: the process may have exited or exec'd since, and the lookup gives up after a
+ * short bound, in which case only `uid` (which comes with the socket itself) is known. Every string
+ * here is controlled by the local program (its argv), so clients treat it as untrusted text.
+ */
+export const ProcessInfoSchema = z.object({
+  /** Process id owning the socket; absent when no process holding it was found within the bound. */
+  pid: z.number().int().positive().optional(),
+  /** Uid the socket belongs to (the creator's fsuid, per the kernel's socket table). */
+  uid: z.number().int().nonnegative(),
+  /** User name for `uid` from /etc/passwd, when there is an entry. */
+  user: z.string().optional(),
+  /** Command line (/proc/<pid>/cmdline) joined with spaces, at most PROCESS_COMMAND_MAX long; `[comm]` for a process without one. */
+  command: z.string().max(PROCESS_COMMAND_MAX + 1).optional(),
+});
+
 export const ExchangeSchema = z.object({
   /** Monotonic id, unique for the helper's lifetime; newer exchanges have larger ids. */
   id: z.number().int().positive(),
@@ -109,6 +130,8 @@ export const ExchangeSchema = z.object({
   /** The original destination: where the client was connecting, and where we forwarded to. */
   server: EndpointSchema,
   tls: TlsInfoSchema,
+  /** The local process that opened the connection, when attribution found it (see ProcessInfoSchema). */
+  process: ProcessInfoSchema.optional(),
   request: RequestInfoSchema,
   /** Present once the upstream's response head arrived, or when the helper answered itself (502). */
   response: ResponseInfoSchema.optional(),
@@ -136,5 +159,6 @@ export type RequestInfo = z.infer<typeof RequestInfoSchema>;
 export type ResponseInfo = z.infer<typeof ResponseInfoSchema>;
 export type TlsInfo = z.infer<typeof TlsInfoSchema>;
 export type Timing = z.infer<typeof TimingSchema>;
+export type ProcessInfo = z.infer<typeof ProcessInfoSchema>;
 export type Exchange = z.infer<typeof ExchangeSchema>;
 export type ExchangeDetail = z.infer<typeof ExchangeDetailSchema>;
