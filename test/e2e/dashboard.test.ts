@@ -77,9 +77,8 @@ describe('tproxy-ui against a real helper, as an unprivileged user', { skip: ski
     const r = await curlInNs(w.topo.clientNs, ['--fail', ...GOOD, '--data-binary', hostile, 'https://upstream.test/echo?hostile']);
     assert.equal(r.code, 0, r.stderr);
     await waitForExchange(helper.client, (e) => e.request.url.endsWith('/echo?hostile'));
-    await ui.send('/');
-    await ui.send('hostile', { literal: true });
-    await ui.send('Enter');
+    // Typed text and Enter in one write, as a fast typist or a paste delivers them.
+    await ui.send('/hostile\r', { literal: true });
     await ui.waitFor(/\/echo\?hostile[\s\S]*1 of \d+ · \/ edit/); // the filter is applied, no longer being typed
     await ui.send('Enter');
     const detail = await ui.waitFor(/Request headers[\s\S]*PWNED/);

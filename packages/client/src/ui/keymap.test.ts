@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { HELP, resolveKey } from './keymap.js';
+import { HELP, resolveKey, splitInput } from './keymap.js';
 import { initialState, type State } from './state/reducer.js';
 
 const list: State = { ...initialState, listRows: 10 };
@@ -50,5 +50,30 @@ describe('resolveKey', () => {
     for (const key of ['s', 'o', 'f', '/', 'c', 'e', 'y', 'q', 'Enter', 'Esc', 'PgUp', 'Home', 'End', 'j', 'k', 'g', 'G']) {
       assert.ok(text.split(/\s+/).includes(key), `help mentions ${key}`);
     }
+  });
+});
+
+describe('splitInput', () => {
+  test('splits typed text followed by Enter into single presses', () => {
+    assert.deepEqual(splitInput('ab\r', {}), [
+      ['a', {}],
+      ['b', {}],
+      ['', { return: true }],
+    ]);
+  });
+
+  test('maps DEL, backspace and tab inside a run', () => {
+    assert.deepEqual(splitInput('x\x7f\b\t', {}), [
+      ['x', {}],
+      ['', { backspace: true }],
+      ['', { backspace: true }],
+      ['', { tab: true }],
+    ]);
+  });
+
+  test('passes single keys, escape sequences and chords through whole', () => {
+    assert.deepEqual(splitInput('j', {}), [['j', {}]]);
+    assert.deepEqual(splitInput('\x1b[A', { upArrow: true }), [['\x1b[A', { upArrow: true }]]);
+    assert.deepEqual(splitInput('c', { ctrl: true }), [['c', { ctrl: true }]]);
   });
 });

@@ -52,6 +52,23 @@ export const HELP: readonly HelpSection[] = [
   },
 ];
 
+/**
+ * One read from the terminal can hold several key presses: a held key (`jjjj`), fast typing or a
+ * paste followed by Enter (`hostile\r`), a run of Backspaces. Ink hands such a read over as one
+ * input, so it is split here into single presses, each resolved against the state the previous
+ * one left (`/a\r` opens the filter, types `a`, accepts it). Escape sequences (arrows, PgDn) are
+ * already split by Ink and are passed through whole, as are single keys and Ctrl/Meta chords.
+ */
+export function splitInput(input: string, key: KeyLike): (readonly [string, KeyLike])[] {
+  if (input.length <= 1 || key.ctrl || key.meta || input.startsWith('\x1b')) return [[input, key]];
+  return [...input].map((ch): readonly [string, KeyLike] => {
+    if (ch === '\r' || ch === '\n') return ['', { return: true }];
+    if (ch === '\x7f' || ch === '\b') return ['', { backspace: true }];
+    if (ch === '\t') return ['', { tab: true }];
+    return [ch, {}];
+  });
+}
+
 function isBackspace(key: KeyLike): boolean {
   return key.backspace === true || key.delete === true;
 }

@@ -7,7 +7,7 @@
 import { useInput, useStdin, type Key } from 'ink';
 import { useCallback } from 'react';
 import type { DashboardActions } from '../contexts/dashboard.js';
-import { resolveKey } from '../keymap.js';
+import { resolveKey, splitInput } from '../keymap.js';
 
 export function useKeymap(actions: DashboardActions): void {
   const { isRawModeSupported } = useStdin();
@@ -19,15 +19,7 @@ export function useKeymap(actions: DashboardActions): void {
         if (command.kind === 'dispatch') actions.dispatch(command.action);
         else actions.run(command.effect);
       };
-      // A held key (or a busy terminal) can deliver `jjjj` in one read, which Ink passes on as one
-      // input. Outside the text fields that is several key presses, each against the state the
-      // previous one left (`o4` opens the form, then types 4).
-      // Ink splits escape sequences (arrows, PgDn) but not a run of Backspaces (DEL, 0x7f).
-      const state = actions.getState();
-      const typing = state.filterEditing || state.form !== undefined;
-      if (input.length > 1 && /^[\x7f\b]+$/.test(input)) for (let i = 0; i < input.length; i++) handle('', { backspace: true });
-      else if (input.length > 1 && !typing && !key.ctrl && !key.meta) for (const ch of input) handle(ch, {});
-      else handle(input, key);
+      for (const [text, k] of splitInput(input, key)) handle(text, k);
     },
     [actions],
   );
