@@ -113,7 +113,11 @@ export class HttpProxy {
       if (ex.finished) return;
       if (error) ex.fail(error);
       else ex.complete();
-      store.finish(ex);
+      // The end time is taken now; `completed` is announced once attribution has settled (bounded
+      // by its budget), so subscribers see started → updated* → completed, process included.
+      const lookup = info.process;
+      if (lookup && !lookup.settled) void lookup.done.then(() => store.finish(ex));
+      else store.finish(ex);
     };
     this.current.set(req.socket, { ex, finish });
     try {
@@ -128,7 +132,9 @@ export class HttpProxy {
 
   /**
    * Attribution normally settles during the TLS handshake; when it has not yet, the exchange is
-   * recorded at once (the relay never waits for it) and updated when the lookup ends.
+   * recorded at once (the relay never waits for it) and gets the process when the lookup ends:
+   * announced as an update while in flight, or in the (deferred) completion otherwise. Registered
+   * before `finish` can chain on the same promise, so the process is set first.
    */
   private attachLateProcess(ex: LiveExchange, info: ConnectionInfo): void {
     const lookup = info.process;
@@ -136,7 +142,7 @@ export class HttpProxy {
     void lookup.done.then((process) => {
       if (!process) return;
       ex.setProcess(process);
-      this.opts.store.update(ex);
+      if (!ex.finished) this.opts.store.update(ex);
     });
   }
 
