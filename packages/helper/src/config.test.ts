@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { UsageError, parseHelperArgs } from './config.js';
+import { UsageError, idleExitMs, parseHelperArgs } from './config.js';
 
 describe('parseHelperArgs', () => {
   it('uses the documented defaults', () => {
@@ -32,5 +32,31 @@ describe('parseHelperArgs', () => {
   it('selects the mode', () => {
     assert.equal(parseHelperArgs(['--cleanup'], {}).mode, 'cleanup');
     assert.equal(parseHelperArgs(['-h'], {}).mode, 'help');
+  });
+});
+
+describe('--idle-exit', () => {
+  it('defaults to 60 s only when socket-activated', () => {
+    const config = parseHelperArgs([], {});
+    assert.equal(config.idleExitSeconds, undefined);
+    assert.equal(idleExitMs(config, true), 60_000);
+    assert.equal(idleExitMs(config, false), null);
+  });
+  it('applies an explicit value even when started by hand, and 0 disables', () => {
+    assert.equal(idleExitMs(parseHelperArgs(['--idle-exit', '2'], {}), false), 2000);
+    assert.equal(idleExitMs(parseHelperArgs(['--idle-exit', '0.5'], {}), true), 500);
+    assert.equal(idleExitMs(parseHelperArgs(['--idle-exit', '0'], {}), true), null);
+  });
+  it('rejects non-numbers', () => {
+    assert.throws(() => parseHelperArgs(['--idle-exit=-1'], {}), /--idle-exit must be a number of seconds/);
+    assert.throws(() => parseHelperArgs(['--idle-exit', '1m'], {}), UsageError);
+  });
+});
+
+describe('--keep-socket', () => {
+  it('is a --cleanup modifier only', () => {
+    assert.equal(parseHelperArgs(['--cleanup', '--keep-socket'], {}).keepSocket, true);
+    assert.equal(parseHelperArgs(['--cleanup'], {}).keepSocket, false);
+    assert.throws(() => parseHelperArgs(['--keep-socket'], {}), /only applies to --cleanup/);
   });
 });

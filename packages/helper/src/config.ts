@@ -14,6 +14,22 @@ export interface HelperConfig {
   /** Extra trust anchors (PEM files) for the upstream leg: private CAs, tests. */
   upstreamCaFiles: string[];
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /**
+   * `--idle-exit SECONDS`: exit 0 after this long with no capture and no RPC client; 0 disables.
+   * Undefined means the default: DEFAULT_IDLE_EXIT_SECONDS when socket-activated, never otherwise.
+   */
+  idleExitSeconds?: number;
+  /** `--cleanup --keep-socket`: leave the socket file (systemd's tproxy-helper.socket owns it). */
+  keepSocket: boolean;
+}
+
+/** Idle period of a socket-activated helper when --idle-exit is not given. */
+export const DEFAULT_IDLE_EXIT_SECONDS = 60;
+
+/** The idle period in ms for this run, or null when the helper should never exit on its own. */
+export function idleExitMs(config: Pick<HelperConfig, 'idleExitSeconds'>, activated: boolean): number | null {
+  const seconds = config.idleExitSeconds ?? (activated ? DEFAULT_IDLE_EXIT_SECONDS : 0);
+  return seconds > 0 ? seconds * 1000 : null;
 }
 
 export const USAGE = `Usage: tproxy-helper [options]
@@ -27,7 +43,11 @@ Options:
   --allow-uid UID      also serve this non-root uid (repeatable); the first owns the socket
   --upstream-ca FILE   also trust this PEM CA for upstream servers (repeatable)
   --log-level LEVEL    debug | info | warn | error (default info)
+  --idle-exit SECONDS  exit 0 after SECONDS with no capture and no client; 0 never (default
+                       ${DEFAULT_IDLE_EXIT_SECONDS} when socket-activated, never when started by hand)
   --cleanup            remove every rule, route and CA entry a previous run left, then exit
+  --keep-socket        with --cleanup: leave the socket file (the unit's ExecStopPost: systemd's
+                       tproxy-helper.socket owns it and keeps listening)
   --version            print the version
   -h, --help           this help
 `;
@@ -49,7 +69,9 @@ export function parseHelperArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
         'allow-uid': { type: 'string', multiple: true },
         'upstream-ca': { type: 'string', multiple: true },
         'log-level': { type: 'string' },
+        'idle-exit': { type: 'string' },
         cleanup: { type: 'boolean' },
+        'keep-socket': { type: 'boolean' },
         version: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -67,7 +89,12 @@ export function parseHelperArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
   if (!socketPath.startsWith('/')) throw new UsageError(`--socket must be an absolute path, got ${JSON.stringify(socketPath)}`);
   const stateDir = values['state-dir'] ?? DEFAULT_STATE_DIR;
   if (!stateDir.startsWith('/')) throw new UsageError(`--state-dir must be an absolute path, got ${JSON.stringify(stateDir)}`);
+  const idleText = values['idle-exit'];
+  if (idleText !== undefined && !/^\d+(\.\d+)?$/.test(idleText)) throw new UsageError(`--idle-exit must be a number of seconds (0 disables), got ${JSON.stringify(idleText)}`);
+  if (values['keep-socket'] && !values.cleanup) throw new UsageError('--keep-socket only applies to --cleanup');
   return {
+    keepSocket: values['keep-socket'] === true,
+    ...(idleText !== undefined ? { idleExitSeconds: Number(idleText) } : {}),
     mode: values.help ? 'help' : values.version ? 'version' : values.cleanup ? 'cleanup' : 'run',
     socketPath,
     stateDir,

@@ -10,7 +10,7 @@ import { loadNative, socketFd } from '@tproxy/native';
 import { PROTOCOL_VERSION } from '@tproxy/protocol';
 import { CaptureService } from './capture/service.js';
 import { ExchangeStore } from './capture/store.js';
-import type { HelperConfig } from './config.js';
+import { idleExitMs, type HelperConfig } from './config.js';
 import { realExec } from './exec.js';
 import { createLogger, type Logger } from './log.js';
 import { Dispatcher } from './rpc/dispatcher.js';
@@ -19,6 +19,7 @@ import { listenUnix } from './rpc/listen.js';
 import { RpcServer } from './rpc/server.js';
 import { Shutdown } from './shutdown.js';
 import { listenFds } from './systemd/activation.js';
+import { IdleExit } from './systemd/idle-exit.js';
 
 export function helperVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -30,7 +31,15 @@ export interface RunningDaemon {
   shutdown: Shutdown;
 }
 
-export async function runDaemon(config: HelperConfig, log: Logger = createLogger('helper', config.logLevel)): Promise<RunningDaemon> {
+export interface DaemonHooks {
+  /**
+   * The helper has been idle for its --idle-exit period (why says so): the caller runs the
+   * shutdown and exits 0. systemd keeps the listening socket and starts us on the next connection.
+   */
+  onIdleExit?: (why: string) => void;
+}
+
+export async function runDaemon(config: HelperConfig, log: Logger = createLogger('helper', config.logLevel), hooks: DaemonHooks = {}): Promise<RunningDaemon> {
   const started = Date.now();
   const native = loadNative();
   if (!native.captureAvailable) log.warn(`capture unavailable: ${native.reason}`);
@@ -51,6 +60,7 @@ export async function runDaemon(config: HelperConfig, log: Logger = createLogger
   }
 
   const version = helperVersion();
+  let idle: IdleExit | null = null;
   const rpc = new RpcServer({
     dispatcher: new Dispatcher(routes, log.child('rpc')),
     services: {
@@ -69,6 +79,7 @@ export async function runDaemon(config: HelperConfig, log: Logger = createLogger
     log: log.child('rpc'),
     allowedUids: config.allowUids,
     peerCredentials: native.native ? ((n) => (s: net.Socket) => n.getPeerCredentials(socketFd(s)))(native.native) : null,
+    onClientsChange: () => idle?.update(),
   });
   if (!native.native) log.warn('no SO_PEERCRED without the native addon: the socket mode (0600) is the only access check');
 
@@ -94,6 +105,21 @@ export async function runDaemon(config: HelperConfig, log: Logger = createLogger
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
   });
-  log.info(`tproxy-helper ${version} serving ${config.socketPath} (pid ${process.pid})`);
+  const idleMs = idleExitMs(config, activated.length > 0);
+  if (idleMs !== null) {
+    // Capture only starts and stops through RPC, so re-checking on every connect/disconnect sees
+    // every change that matters; the timer re-checks the state again when it expires.
+    idle = new IdleExit(
+      idleMs,
+      () => ({ captureRunning: capture.status().running, clients: rpc.clientCount }),
+      (why) => {
+        log.info(`exiting: ${why}; ${activated.length > 0 ? 'systemd keeps the socket and starts the helper again on the next connection' : 'started by hand, so nothing restarts it'}`);
+        hooks.onIdleExit?.(why);
+      },
+    );
+    shutdown.add('stopping the idle timer', () => idle?.dispose());
+    idle.update();
+  }
+  log.info(`tproxy-helper ${version} serving ${config.socketPath} (pid ${process.pid})${idleMs !== null ? `; exits after ${idleMs / 1000} s idle` : ''}`);
   return { capture, shutdown };
 }

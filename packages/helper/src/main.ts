@@ -26,11 +26,13 @@ async function cleanup(config: HelperConfig): Promise<number> {
     log,
   });
   const removed = await capture.repair();
-  try {
-    unlinkSync(config.socketPath);
-    removed.push(`socket ${config.socketPath}`);
-  } catch {
-    // Not there: nothing to remove.
+  if (!config.keepSocket) {
+    try {
+      unlinkSync(config.socketPath);
+      removed.push(`socket ${config.socketPath}`);
+    } catch {
+      // Not there: nothing to remove.
+    }
   }
   log.info(removed.length ? `cleanup removed: ${removed.join('; ')}` : `cleanup: nothing of ours was left (table inet tproxy_helper, fwmark ${CAPTURE_DEFAULTS.mark})`);
   return 0;
@@ -58,10 +60,13 @@ async function main(argv: string[]): Promise<number> {
   if (config.mode === 'cleanup') return cleanup(config);
 
   const log = createLogger('helper', config.logLevel);
-  const daemon = await runDaemon(config, log);
+  let exiting = false;
   const exit = (code: number) => {
+    if (exiting) return;
+    exiting = true;
     void daemon.shutdown.run().finally(() => process.exit(code));
   };
+  const daemon = await runDaemon(config, log, { onIdleExit: () => exit(0) });
   process.on('SIGTERM', () => exit(0));
   process.on('SIGINT', () => exit(0));
   process.on('SIGHUP', () => exit(0));

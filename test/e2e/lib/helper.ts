@@ -33,6 +33,8 @@ export interface StartHelperOptions {
   /** Bind the socket itself (0600, chowned to the first allowed uid) instead of socket activation. */
   selfBind?: boolean;
   allowUids?: number[];
+  /** More helper flags (e.g. `--idle-exit 2`). */
+  extraArgs?: readonly string[];
 }
 
 export async function startHelper(topo: Topology, dir: string, name: string, upstreamCa: string, opts: StartHelperOptions = {}): Promise<HelperHandle> {
@@ -50,6 +52,7 @@ export async function startHelper(topo: Topology, dir: string, name: string, ups
     '--log-level',
     'debug',
     ...(opts.allowUids ?? []).flatMap((uid) => ['--allow-uid', String(uid)]),
+    ...(opts.extraArgs ?? []),
   ];
   const proc = topo.spawn(topo.clientNs, opts.selfBind ? helperArgv : socketActivateArgv(socketPath, helperArgv, { fdName: 'rpc' }));
   await waitForSocket(socketPath);

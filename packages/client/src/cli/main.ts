@@ -13,13 +13,15 @@ import { TproxyClient, resolveSocketPath } from '../rpc/client.js';
 import { UsageError, type Args, type Command, type Context, type Io, type Options } from './command.js';
 import { caCommand } from './commands/ca.js';
 import { getCommand } from './commands/get.js';
+import { installCommand } from './commands/install.js';
 import { startCommand } from './commands/start.js';
 import { statusCommand } from './commands/status.js';
 import { stopCommand } from './commands/stop.js';
 import { tailCommand } from './commands/tail.js';
+import { uninstallCommand } from './commands/uninstall.js';
 import { errorToJson, formatError, jsonLine } from './output.js';
 
-export const commands: readonly Command[] = [statusCommand, startCommand, stopCommand, tailCommand, getCommand, caCommand];
+export const commands: readonly Command[] = [statusCommand, startCommand, stopCommand, tailCommand, getCommand, caCommand, installCommand, uninstallCommand];
 
 const GLOBAL_OPTIONS: Options = {
   json: { type: 'boolean' },

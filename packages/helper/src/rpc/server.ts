@@ -24,6 +24,8 @@ export interface RpcServerOptions {
   maxClients?: number;
   /** Unread bytes queued to one client before it is considered stuck. */
   maxQueuedBytes?: number;
+  /** Called after a client is admitted or disconnects, with the new count (the idle-exit timer). */
+  onClientsChange?: (count: number) => void;
 }
 
 const MAX_IN_FLIGHT = 32;
@@ -97,6 +99,7 @@ export class RpcServer {
     }
     log.debug(`rpc: accepted ${who} (rule: ${decision.rule})`);
     this.connections.add(socket);
+    this.opts.onClientsChange?.(this.connections.size);
 
     const id = this.nextId++;
     let unsubscribe: (() => void) | null = null;
@@ -157,8 +160,9 @@ export class RpcServer {
     });
     socket.on('close', () => {
       handle.unsubscribe();
-      this.connections.delete(socket);
+      const had = this.connections.delete(socket);
       log.debug(`rpc: ${who} disconnected`);
+      if (had) this.opts.onClientsChange?.(this.connections.size);
     });
   }
 }
