@@ -1,11 +1,12 @@
 /**
  * Composition root of tproxy-helper: builds the services, repairs whatever a killed predecessor
  * left, serves the RPC socket, and registers the ordered shutdown (capture first, then the RPC
- * listener, then the socket file). A fatal error still runs the shutdown, so a crash does not leave
- * rules, routes or the CA behind.
+ * listener, then the socket file and the public trust files). A fatal error still runs the
+ * shutdown, so a crash does not leave rules, routes or the CA behind.
  */
 import { mkdirSync, chmodSync, unlinkSync, readFileSync } from 'node:fs';
 import net from 'node:net';
+import { dirname } from 'node:path';
 import { loadNative, socketFd } from '@tproxy/native';
 import { PROTOCOL_VERSION } from '@tproxy/protocol';
 import { CaptureService } from './capture/service.js';
@@ -48,7 +49,15 @@ export async function runDaemon(config: HelperConfig, log: Logger = createLogger
   chmodSync(config.stateDir, 0o700);
 
   const store = new ExchangeStore();
-  const capture = new CaptureService({ native, exec: realExec, stateDir: config.stateDir, upstreamCaFiles: config.upstreamCaFiles, store, log: log.child('capture') });
+  const capture = new CaptureService({
+    native,
+    exec: realExec,
+    stateDir: config.stateDir,
+    publicDir: dirname(config.socketPath),
+    upstreamCaFiles: config.upstreamCaFiles,
+    store,
+    log: log.child('capture'),
+  });
   const shutdown = new Shutdown(log);
   shutdown.add('stopping capture', async () => {
     await capture.stop();
@@ -104,6 +113,10 @@ export async function runDaemon(config: HelperConfig, log: Logger = createLogger
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
+  });
+  // After the RPC listener: no ca.get can write them again.
+  shutdown.add('removing the public trust files', async () => {
+    await capture.removePublicTrust();
   });
   const idleMs = idleExitMs(config, activated.length > 0);
   if (idleMs !== null) {

@@ -5,6 +5,7 @@
  * interception never outlives the helper.
  */
 import { unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { loadNative } from '@tproxy/native';
 import { CAPTURE_DEFAULTS } from '@tproxy/protocol';
 import { CaptureService } from './capture/service.js';
@@ -21,11 +22,13 @@ async function cleanup(config: HelperConfig): Promise<number> {
     native,
     exec: realExec,
     stateDir: config.stateDir,
+    publicDir: dirname(config.socketPath),
     upstreamCaFiles: [],
     store: new ExchangeStore(),
     log,
   });
   const removed = await capture.repair();
+  removed.push(...(await capture.removePublicTrust()));
   if (!config.keepSocket) {
     try {
       unlinkSync(config.socketPath);

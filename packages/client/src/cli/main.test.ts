@@ -311,6 +311,18 @@ describe('tproxyctl against a fake helper', () => {
     });
   });
 
+  describe('env', () => {
+    test('prints shell exports of ca.get env; --json the object; no positionals', async () => {
+      const r = await run('env');
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^# .*eval "\$\(tproxyctl env\)"\n/);
+      assert.ok(r.stdout.includes("\nexport NODE_EXTRA_CA_CERTS='/run/tproxy/ca.pem'\n"));
+      assert.ok(r.stdout.includes("\nexport SSL_CERT_FILE='/run/tproxy/bundle.pem'\n"));
+      assert.deepEqual(JSON.parse((await run('env', '--json')).stdout), sampleCa().env);
+      assert.equal((await run('env', 'extra')).code, 2);
+    });
+  });
+
   test('the socket comes from $TPROXY_SOCKET, and global flags may precede the command', async () => {
     const rec = recordingIo({ TPROXY_SOCKET: fake.socketPath });
     assert.equal(await main(['status', '--json'], rec.io), 0);

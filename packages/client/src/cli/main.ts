@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { TproxyClient, resolveSocketPath } from '../rpc/client.js';
 import { UsageError, type Args, type Command, type Context, type Io, type Options } from './command.js';
 import { caCommand } from './commands/ca.js';
+import { envCommand } from './commands/env.js';
 import { getCommand } from './commands/get.js';
 import { installCommand } from './commands/install.js';
 import { startCommand } from './commands/start.js';
@@ -21,7 +22,7 @@ import { tailCommand } from './commands/tail.js';
 import { uninstallCommand } from './commands/uninstall.js';
 import { errorToJson, formatError, jsonLine } from './output.js';
 
-export const commands: readonly Command[] = [statusCommand, startCommand, stopCommand, tailCommand, getCommand, caCommand, installCommand, uninstallCommand];
+export const commands: readonly Command[] = [statusCommand, startCommand, stopCommand, tailCommand, getCommand, caCommand, envCommand, installCommand, uninstallCommand];
 
 const GLOBAL_OPTIONS: Options = {
   json: { type: 'boolean' },

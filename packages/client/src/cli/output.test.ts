@@ -10,6 +10,8 @@ import {
   errorToJson,
   escapeInline,
   escapeMultiline,
+  formatEnvExports,
+  shellQuote,
   formatBody,
   formatBytes,
   formatCa,
@@ -148,11 +150,38 @@ test('formatCa and formatPem', () => {
       'sha256:     AB:CD:EF:01',
       'not after:  2034-05-06T07:08:09.000Z',
       'installed:  yes (/usr/local/share/ca-certificates/tproxy-1a2b.crt)',
+      'ca file:    /run/tproxy/ca.pem',
+      'bundle:     /run/tproxy/bundle.pem',
       '',
     ].join('\n'),
   );
   assert.ok(formatCa(sampleCa({ installed: false, trustStorePath: undefined })).includes('\ninstalled:  no\n'));
   assert.equal(formatPem('-----BEGIN X-----\nAA\n-----END X-----'), '-----BEGIN X-----\nAA\n-----END X-----\n');
+});
+
+describe('env exports', () => {
+  test('shellQuote: one single-quoted word, embedded quotes closed and escaped', () => {
+    assert.equal(shellQuote('/run/tproxy/ca.pem'), "'/run/tproxy/ca.pem'");
+    assert.equal(shellQuote(''), "''");
+    assert.equal(shellQuote("it's"), "'it'\\''s'");
+    assert.equal(shellQuote('$(rm -rf /) `x` "y" \\ *'), "'$(rm -rf /) `x` \"y\" \\ *'");
+  });
+
+  test('formatEnvExports: usage comment, then sorted quoted exports; unusable names are dropped', () => {
+    assert.equal(
+      formatEnvExports(sampleCa().env),
+      [
+        '# Trust tproxy in runtimes with their own CA stores: eval "$(tproxyctl env)"',
+        "export CURL_CA_BUNDLE='/run/tproxy/bundle.pem'",
+        "export GIT_SSL_CAINFO='/run/tproxy/bundle.pem'",
+        "export NODE_EXTRA_CA_CERTS='/run/tproxy/ca.pem'",
+        "export REQUESTS_CA_BUNDLE='/run/tproxy/bundle.pem'",
+        "export SSL_CERT_FILE='/run/tproxy/bundle.pem'",
+        '',
+      ].join('\n'),
+    );
+    assert.equal(formatEnvExports({ 'A;B': 'x', X: "a'b" }).split('\n').slice(1).join('\n'), "export X='a'\\''b'\n");
+  });
 });
 
 describe('bodies', () => {

@@ -122,8 +122,33 @@ export function formatCa(ca: CaGetResult): string {
     `sha256:     ${escapeInline(ca.fingerprintSha256)}`,
     `not after:  ${escapeInline(ca.notAfter)}`,
     `installed:  ${installed}`,
+    `ca file:    ${escapeInline(ca.caPath)}`,
+    `bundle:     ${escapeInline(ca.bundlePath)}`,
     '',
   ].join('\n');
+}
+
+/**
+ * `value` as one POSIX shell word: single-quoted, each `'` written as `'\''`. Nothing inside single
+ * quotes is special to sh/bash/zsh, so this is safe for any string (control characters included).
+ */
+export function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+/** A variable name a POSIX shell accepts after `export`. */
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * `ca.get`'s `env` as shell exports, sorted by name, after a comment saying how to use them. A name
+ * a shell would not accept is left out rather than printed into an eval'd script.
+ */
+export function formatEnvExports(env: Record<string, string>): string {
+  const lines = ['# Trust tproxy in runtimes with their own CA stores: eval "$(tproxyctl env)"'];
+  for (const name of Object.keys(env).sort()) {
+    if (ENV_NAME.test(name)) lines.push(`export ${name}=${shellQuote(env[name]!)}`);
+  }
+  return `${lines.join('\n')}\n`;
 }
 
 /** The PEM alone, newline-terminated; a well-formed PEM passes through unchanged. */

@@ -80,6 +80,15 @@ export function sampleCa(overrides: Partial<CaGetResult> = {}): CaGetResult {
     notAfter: '2034-05-06T07:08:09.000Z',
     installed: true,
     trustStorePath: '/usr/local/share/ca-certificates/tproxy-1a2b.crt',
+    caPath: '/run/tproxy/ca.pem',
+    bundlePath: '/run/tproxy/bundle.pem',
+    env: {
+      SSL_CERT_FILE: '/run/tproxy/bundle.pem',
+      NODE_EXTRA_CA_CERTS: '/run/tproxy/ca.pem',
+      REQUESTS_CA_BUNDLE: '/run/tproxy/bundle.pem',
+      CURL_CA_BUNDLE: '/run/tproxy/bundle.pem',
+      GIT_SSL_CAINFO: '/run/tproxy/bundle.pem',
+    },
     ...overrides,
   };
 }

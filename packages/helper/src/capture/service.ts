@@ -30,6 +30,7 @@ import type { Logger } from '../log.js';
 import { closeListener, openTransparentListener, type TransparentListener } from '../net/listener.js';
 import { markedConnector } from '../net/upstream-socket.js';
 import { anchorPath, detectTrustStore, findInstalledCas, installCa, uninstallCa, type TrustStore } from '../trust/linux.js';
+import { PublicTrustFiles } from '../trust/public-files.js';
 import { loadSystemRoots } from '../trust/system-roots.js';
 import { SteeringMonitor } from './monitor.js';
 import type { ExchangeStore } from './store.js';
@@ -38,6 +39,13 @@ export interface CaptureServiceOptions {
   native: NativeStatus;
   exec: Exec;
   stateDir: string;
+  /**
+   * A directory every user can traverse (the socket's, e.g. /run/tproxy) for the world-readable
+   * `ca.pem` and `bundle.pem` that ca.get names (trust/public-files.ts); never the 0700 state dir.
+   */
+  publicDir: string;
+  /** System bundles for `bundle.pem`; default SYSTEM_ROOT_BUNDLES (tests pass a fake). */
+  systemBundles?: readonly string[];
   /** Extra PEM trust anchors for the upstream leg. */
   upstreamCaFiles: readonly string[];
   store: ExchangeStore;
@@ -70,9 +78,15 @@ export class CaptureService {
   private trustPath: string | null = null;
   private readonly steering: Steering;
   private trustStorePromise: Promise<TrustStore | null> | null = null;
+  private readonly publicTrust: PublicTrustFiles;
 
   constructor(private readonly opts: CaptureServiceOptions) {
     this.steering = new Steering(opts.exec, opts.log.child('firewall'));
+    this.publicTrust = new PublicTrustFiles({
+      dir: opts.publicDir,
+      ...(opts.systemBundles ? { systemBundles: opts.systemBundles } : {}),
+      log: opts.log.child('public-trust'),
+    });
     if (opts.trustStore !== undefined) this.trustStorePromise = Promise.resolve(opts.trustStore);
   }
 
@@ -289,8 +303,14 @@ export class CaptureService {
     };
   }
 
+  /** Removes the world-readable ca.pem and bundle.pem (shutdown and --cleanup); returns what it removed. */
+  removePublicTrust(): Promise<string[]> {
+    return this.publicTrust.remove();
+  }
+
   async ca(): Promise<CaGetResult> {
     const ca = await this.loadCa();
+    const files = await this.publicTrust.ensure(ca);
     return {
       pem: ca.certPem,
       fingerprintSha256: ca.fingerprintSha256,
@@ -298,6 +318,9 @@ export class CaptureService {
       notAfter: ca.notAfter.toISOString(),
       installed: this.trustPath !== null,
       ...(this.trustPath ? { trustStorePath: this.trustPath } : {}),
+      caPath: files.caPath,
+      bundlePath: files.bundlePath,
+      env: files.env,
     };
   }
 }

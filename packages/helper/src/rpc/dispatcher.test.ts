@@ -22,7 +22,7 @@ class FakeCapture implements CaptureControl {
     return stopped;
   }
   async ca() {
-    return { pem: 'PEM', fingerprintSha256: 'AA', subject: 'CN', notAfter: '2036-01-01T00:00:00.000Z', installed: false };
+    return { pem: 'PEM', fingerprintSha256: 'AA', subject: 'CN', notAfter: '2036-01-01T00:00:00.000Z', installed: false, caPath: '/run/tproxy/ca.pem', bundlePath: '/run/tproxy/bundle.pem', env: {} };
   }
 }
 

@@ -19,7 +19,7 @@ const capture: CaptureControl = {
   start: async () => status,
   stop: async () => status,
   status: () => status,
-  ca: async () => ({ pem: '', fingerprintSha256: '', subject: '', notAfter: '', installed: false }),
+  ca: async () => ({ pem: '', fingerprintSha256: '', subject: '', notAfter: '', installed: false, caPath: '', bundlePath: '', env: {} }),
 };
 
 interface Served {
