@@ -25,6 +25,7 @@ import { UpstreamPool } from '../engine/upstream.js';
 import type { Exec } from '../exec.js';
 import { Steering, revertError } from '../firewall/apply.js';
 import { describePlan, planSteering, type SteeringPlan } from '../firewall/plan.js';
+import { routeSteps } from '../firewall/routing.js';
 import { clearRecord, readRecord, updateRecord } from '../firewall/record.js';
 import type { Logger } from '../log.js';
 import { closeListener, openTransparentListener, type TransparentListener } from '../net/listener.js';
@@ -262,8 +263,15 @@ export class CaptureService {
       const record = await readRecord(this.opts.stateDir);
       const configs: CaptureConfig[] = [{ ...CAPTURE_DEFAULTS, ports: [...CAPTURE_DEFAULTS.ports] }];
       if (record?.firewall) configs.unshift(record.firewall);
-      for (const config of configs) {
-        const report = await this.steering.revert(planSteering(config));
+      // The defaults cover a lost record; when the record names the same rules and routes (the
+      // usual case), reverting them again would only repeat every command at each start-up.
+      const plans = new Map<string, SteeringPlan>();
+      for (const plan of configs.map(planSteering)) {
+        const key = routeSteps(plan).map((step) => step.del.join(' ')).join('\n');
+        if (!plans.has(key)) plans.set(key, plan);
+      }
+      for (const plan of plans.values()) {
+        const report = await this.steering.revert(plan);
         for (const step of report.steps) {
           if (step.outcome === 'removed') done.push(step.step);
           if (step.outcome === 'failed') this.opts.log.error(`repair: ${step.step}: ${step.error ?? 'failed'}`);
