@@ -21,8 +21,11 @@ export interface Column {
 /** Columns are separated by one space. */
 export const COLUMN_GAP = 1;
 
-/** Below these widths a column is dropped (process, protocol) or shortened (time without ms). */
-/** Wide enough for `command[pid]` with a short command and a 6-digit pid (cut with … past that). */
+/**
+ * Below these widths a column is dropped (process, protocol) or shortened (time without ms). The
+ * process column is only kept where it fits `command[pid]` with a short command and a 6-digit pid
+ * (longer ones are cut with …).
+ */
 const DROP_PROCESS_BELOW = 110;
 const DROP_PROTOCOL_BELOW = 96;
 const SHORT_TIME_BELOW = 90;

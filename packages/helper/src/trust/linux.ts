@@ -211,7 +211,8 @@ async function removeQuietly(path: string): Promise<string> {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
+/** Whether something is at `path` (shared by the trust modules). */
+export async function exists(path: string): Promise<boolean> {
   try {
     await stat(path);
     return true;

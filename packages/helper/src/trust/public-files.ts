@@ -15,6 +15,7 @@ import { mkdir, open, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { TrustStoreError, isTrustStoreError } from './errors.js';
+import { exists } from './linux.js';
 import { SYSTEM_ROOT_BUNDLES, loadSystemRoots } from './system-roots.js';
 
 export const PUBLIC_CA_FILE = 'ca.pem';
@@ -134,15 +135,6 @@ export class PublicTrustFiles {
     await mkdir(this.opts.dir, { recursive: true, mode: 0o755 });
     await writeAtomic(this.caPath, ours);
     await writeAtomic(this.bundlePath, [...roots, ours].join(''));
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 
