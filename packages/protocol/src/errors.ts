@@ -22,6 +22,16 @@ export enum ErrorCode {
   FirewallApplyFailed = -32013,
   /** The CA could not be installed into or removed from the OS trust store. */
   TrustStoreFailed = -32014,
+  /** A rule, fwmark or route table we would use is already used by someone else; nothing was applied. */
+  FirewallCollision = -32015,
+  /** The requested capture scope is not allowed for this caller (a non-root operator naming other uids). */
+  ScopeNotAllowed = -32016,
+  /** The requested capture scope cannot be used on this host (e.g. no such cgroup, no cgroup v2). */
+  ScopeUnavailable = -32017,
+  /** The operation needs capture to be stopped first. */
+  CaptureRunning = -32018,
+  /** The request took longer than the helper allows and was abandoned. */
+  RequestTimeout = -32019,
   /** No exchange with that id in the buffer (never existed or already evicted). */
   ExchangeNotFound = -32020,
 }
@@ -39,6 +49,11 @@ export const ERROR_CODE_NAMES: Readonly<Record<ErrorCode, string>> = {
   [ErrorCode.CaptureNotRunning]: 'capture-not-running',
   [ErrorCode.FirewallApplyFailed]: 'firewall-apply-failed',
   [ErrorCode.TrustStoreFailed]: 'trust-store-failed',
+  [ErrorCode.FirewallCollision]: 'firewall-collision',
+  [ErrorCode.ScopeNotAllowed]: 'scope-not-allowed',
+  [ErrorCode.ScopeUnavailable]: 'scope-unavailable',
+  [ErrorCode.CaptureRunning]: 'capture-running',
+  [ErrorCode.RequestTimeout]: 'request-timeout',
   [ErrorCode.ExchangeNotFound]: 'exchange-not-found',
 };
 

@@ -22,7 +22,17 @@ import { tailCommand } from './commands/tail.js';
 import { uninstallCommand } from './commands/uninstall.js';
 import { errorToJson, formatError, jsonLine } from './output.js';
 
-export const commands: readonly Command[] = [statusCommand, startCommand, stopCommand, tailCommand, getCommand, caCommand, envCommand, installCommand, uninstallCommand];
+export const commands: readonly Command[] = [
+  statusCommand,
+  startCommand,
+  stopCommand,
+  tailCommand,
+  getCommand,
+  caCommand,
+  envCommand,
+  installCommand,
+  uninstallCommand,
+];
 
 const GLOBAL_OPTIONS: Options = {
   json: { type: 'boolean' },
