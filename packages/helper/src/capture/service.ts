@@ -266,7 +266,7 @@ export class CaptureService {
       // The defaults cover a lost record; when the record names the same rules and routes (the
       // usual case), reverting them again would only repeat every command at each start-up.
       const plans = new Map<string, SteeringPlan>();
-      for (const plan of configs.map(planSteering)) {
+      for (const plan of configs.map((c) => planSteering(c))) {
         const key = routeSteps(plan).map((step) => step.del.join(' ')).join('\n');
         if (!plans.has(key)) plans.set(key, plan);
       }

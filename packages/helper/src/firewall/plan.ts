@@ -52,6 +52,28 @@ export const HEARTBEAT_INTERVAL_MS = 2_000;
 
 export type IpFamily = 'ipv4' | 'ipv6';
 
+/**
+ * Whose connections are taken, resolved by the capture service before planning (the plan stays pure:
+ * it never looks at /proc or /sys). Both present means both must match. Empty means every local
+ * process.
+ */
+export interface SteeringScope {
+  /** Only sockets owned by these uids (nft `meta skuid`, iptables `-m owner --uid-owner`). */
+  readonly uids?: readonly number[];
+  /** Only sockets created by processes in this cgroup v2 subtree. */
+  readonly cgroup?: {
+    /** Relative to the cgroup2 root, no leading slash, e.g. `tproxy/run-1` or `system.slice/foo.service`. */
+    readonly path: string;
+    /** Depth of `path` below the root (`tproxy/run-1` is 2): nft `socket cgroupv2 level N`. */
+    readonly level: number;
+    /**
+     * `path` as nft 1.0.6 resolves it: relative to /sys/fs/cgroup, where nft looks it up, so
+     * `unified/tproxy/run-1` on a hybrid (v1+v2) host and `tproxy/run-1` on a pure v2 host.
+     */
+    readonly nftPath: string;
+  };
+}
+
 interface Explained {
   /** One human sentence saying what this item does and why. */
   explain(): string;
@@ -137,6 +159,8 @@ export type RoutingSpec = LocalRouteSpec | FwmarkRuleSpec;
 export interface SteeringPlan {
   /** The configuration this plan was made from. */
   readonly config: CaptureConfig;
+  /** Whose connections are taken; `{}` means every local process. */
+  readonly scope: SteeringScope;
   readonly table: { readonly family: typeof NFT_TABLE_FAMILY; readonly name: string };
   /** Elements of the `ports` set, ascending. */
   readonly ports: readonly number[];
@@ -163,13 +187,13 @@ function endpoint(family: IpFamily, address: string, port: number): string {
   return family === 'ipv6' ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
-export function planSteering(config: CaptureConfig): SteeringPlan {
+export function planSteering(config: CaptureConfig, scope: SteeringScope = {}): SteeringPlan {
   const { mark, bypassMark, routeTable: table, listenPort } = config;
   const ports = [...new Set(config.ports)].sort((a, b) => a - b);
   const families: IpFamily[] = config.ipv6 ? ['ipv4', 'ipv6'] : ['ipv4'];
   /** With IPv6 off the output chain must not mark IPv6 connections it cannot hand to any listener. */
   const only: IpFamily | undefined = config.ipv6 ? undefined : 'ipv4';
-  const scope = only ? `${FAMILY_NAME[only]} ` : '';
+  const familyWord = only ? `${FAMILY_NAME[only]} ` : '';
 
   const output: NftRule[] = [
     {
@@ -184,7 +208,7 @@ export function planSteering(config: CaptureConfig): SteeringPlan {
       ports,
       ...(only ? { family: only } : {}),
       explain: () =>
-        `mark new ${scope}TCP connections from this host to ${portList(ports)} with ${hex(mark)} (except the helper's own, marked ${hex(bypassMark)})`,
+        `mark new ${familyWord}TCP connections from this host to ${portList(ports)} with ${hex(mark)} (except the helper's own, marked ${hex(bypassMark)})`,
     },
     {
       kind: 'restore-mark',
@@ -227,6 +251,7 @@ export function planSteering(config: CaptureConfig): SteeringPlan {
 
   return {
     config,
+    scope,
     table: { family: NFT_TABLE_FAMILY, name: NFT_TABLE_NAME },
     ports,
     portsTimeoutSeconds: PORTS_TIMEOUT_SECONDS,
