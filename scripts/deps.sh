@@ -2,7 +2,7 @@
 # Installs the Debian/Ubuntu packages tproxy needs at run time and for its tests, if missing.
 # Idempotent and quiet when everything is there. Needs root for apt-get; otherwise names what to install.
 set -euo pipefail
-PACKAGES=(nftables iptables iproute2 curl openssl ca-certificates tmux systemd g++ make python3 util-linux)
+PACKAGES=(nftables iptables ipset iproute2 curl openssl ca-certificates libnss3-tools tmux systemd g++ make python3 util-linux)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

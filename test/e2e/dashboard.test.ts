@@ -58,15 +58,17 @@ describe('tproxy-ui against a real helper, as an unprivileged user', { skip: ski
 
   it('starts capture with one key', async () => {
     await ui.send('s');
-    await ui.waitFor(/● running · ports 443/);
+    // An operator's capture covers only its own uid, and the header says so.
+    await ui.waitFor(/● running · ports 443 · uid 65534/);
     assert.notEqual(await ourSteering(w.topo.clientNs), '', 'the rules are applied');
     assert.equal(anchors().length, 1, 'the CA is in the (sandboxed) trust store');
   });
 
   it('lists decrypted exchanges live, with status and errors', async () => {
-    const ok = await curlInNs(w.topo.clientNs, ['--fail', ...GOOD, 'https://upstream.test/hello']);
+    // As the operator: its capture covers only its own uid (a root curl would not be intercepted).
+    const ok = await curlInNs(w.topo.clientNs, ['--fail', ...GOOD, 'https://upstream.test/hello'], { asUid: OPERATOR_UID });
     assert.equal(ok.code, 0, ok.stderr);
-    await curlInNs(w.topo.clientNs, ['--resolve', 'upstream.test:443:198.18.0.4', 'https://upstream.test/down']);
+    await curlInNs(w.topo.clientNs, ['--resolve', 'upstream.test:443:198.18.0.4', 'https://upstream.test/down'], { asUid: OPERATOR_UID });
     const screen = await ui.waitFor((s) => /GET\s+upstream\.test\s+\/hello\s+200/.test(s) && /\/down\s+\S*connect/.test(s));
     assertFits(screen, 100);
   });
@@ -74,7 +76,7 @@ describe('tproxy-ui against a real helper, as an unprivileged user', { skip: ski
   it('keeps hostile captured bytes from acting on the terminal', async () => {
     // A body that would set the window title and clear the screen if printed raw.
     const hostile = '\x1b]2;PWNED\x07\x1b[2J\x1b[31mred';
-    const r = await curlInNs(w.topo.clientNs, ['--fail', ...GOOD, '--data-binary', hostile, 'https://upstream.test/echo?hostile']);
+    const r = await curlInNs(w.topo.clientNs, ['--fail', ...GOOD, '--data-binary', hostile, 'https://upstream.test/echo?hostile'], { asUid: OPERATOR_UID });
     assert.equal(r.code, 0, r.stderr);
     await waitForExchange(helper.client, (e) => e.request.url.endsWith('/echo?hostile'));
     // Typed text and Enter in one write, as a fast typist or a paste delivers them.

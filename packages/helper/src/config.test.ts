@@ -60,3 +60,30 @@ describe('--keep-socket', () => {
     assert.throws(() => parseHelperArgs(['--keep-socket'], {}), /only applies to --cleanup/);
   });
 });
+
+describe('--firewall', () => {
+  it('defaults to auto and takes every backend name', () => {
+    assert.equal(parseHelperArgs([], {}).firewall, 'auto');
+    for (const b of ['auto', 'nft', 'iptables', 'iptables-nft', 'iptables-legacy'] as const) assert.equal(parseHelperArgs(['--firewall', b], {}).firewall, b);
+  });
+  it('names the choices when the value is wrong', () => {
+    assert.throws(() => parseHelperArgs(['--firewall', 'pf'], {}), (e: Error) => e instanceof UsageError && e.message === '--firewall must be auto, nft, iptables, iptables-nft or iptables-legacy, got "pf"');
+  });
+});
+
+describe('--config and --run-cgroup-parent', () => {
+  it('are optional and taken as given when valid', () => {
+    const none = parseHelperArgs([], {});
+    assert.equal(none.configPath, undefined);
+    assert.equal(none.runCgroupParent, undefined);
+    const given = parseHelperArgs(['--config', '/etc/tproxy/other.json', '--run-cgroup-parent', 'tproxy/runs'], {});
+    assert.equal(given.configPath, '/etc/tproxy/other.json');
+    assert.equal(given.runCgroupParent, 'tproxy/runs');
+  });
+  it('refuses a relative config path and cgroup parents that could escape or are not paths', () => {
+    assert.throws(() => parseHelperArgs(['--config', 'helper.json'], {}), /--config must be an absolute path/);
+    assert.throws(() => parseHelperArgs(['--run-cgroup-parent', '/tproxy'], {}), /--run-cgroup-parent must be a relative cgroup path/);
+    assert.throws(() => parseHelperArgs(['--run-cgroup-parent', 'tproxy/../..'], {}), /must not contain "\." or "\.\." segments/);
+    assert.throws(() => parseHelperArgs(['--run-cgroup-parent', 'a b'], {}), /--run-cgroup-parent must be a relative cgroup path/);
+  });
+});

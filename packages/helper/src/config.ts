@@ -3,7 +3,7 @@
  * message naming the flag before anything touches the host.
  */
 import { parseArgs } from 'node:util';
-import { DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR } from '@tproxy/protocol';
+import { DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR, FirewallChoiceSchema, type FirewallChoice } from '@tproxy/protocol';
 
 export interface HelperConfig {
   mode: 'run' | 'cleanup' | 'help' | 'version';
@@ -21,6 +21,15 @@ export interface HelperConfig {
   idleExitSeconds?: number;
   /** `--cleanup --keep-socket`: leave the socket file (systemd's tproxy-helper.socket owns it). */
   keepSocket: boolean;
+  /**
+   * `--firewall`: the backend when capture.start leaves it at `auto`: `auto` (nft when it answers,
+   * else iptables), `nft`, `iptables`, `iptables-nft` or `iptables-legacy`. Default `auto`.
+   */
+  firewall: FirewallChoice;
+  /** `--config FILE`: the root-only policy file (policy.ts); undefined reads /etc/tproxy/helper.json if it exists. */
+  configPath?: string;
+  /** `--run-cgroup-parent PATH`: parent of `tproxyctl run` cgroups, relative to the cgroup2 root. */
+  runCgroupParent?: string;
 }
 
 /** Idle period of a socket-activated helper when --idle-exit is not given. */
@@ -43,6 +52,14 @@ Options:
   --allow-uid UID      also serve this non-root uid (repeatable); the first owns the socket
   --upstream-ca FILE   also trust this PEM CA for upstream servers (repeatable)
   --log-level LEVEL    debug | info | warn | error (default info)
+  --firewall BACKEND   auto | nft | iptables | iptables-nft | iptables-legacy (default auto: nft
+                       when it answers, else iptables; iptables needs the ipset package)
+  --config FILE        who may capture what (root-owned JSON, not group/world-writable; default
+                       /etc/tproxy/helper.json when it exists), e.g.
+                       {"operators": {"1000": {"captureUids": "any"}}}
+  --run-cgroup-parent PATH
+                       cgroup (below the cgroup2 root) under which \`tproxyctl run\` creates its
+                       run-<n> cgroups (default tproxy)
   --idle-exit SECONDS  exit 0 after SECONDS with no capture and no client; 0 never (default
                        ${DEFAULT_IDLE_EXIT_SECONDS} when socket-activated, never when started by hand)
   --cleanup            remove every rule, route and CA entry a previous run left, then exit
@@ -69,7 +86,10 @@ export function parseHelperArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
         'allow-uid': { type: 'string', multiple: true },
         'upstream-ca': { type: 'string', multiple: true },
         'log-level': { type: 'string' },
+        firewall: { type: 'string' },
         'idle-exit': { type: 'string' },
+        config: { type: 'string' },
+        'run-cgroup-parent': { type: 'string' },
         cleanup: { type: 'boolean' },
         'keep-socket': { type: 'boolean' },
         version: { type: 'boolean' },
@@ -92,8 +112,20 @@ export function parseHelperArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
   const idleText = values['idle-exit'];
   if (idleText !== undefined && !/^\d+(\.\d+)?$/.test(idleText)) throw new UsageError(`--idle-exit must be a number of seconds (0 disables), got ${JSON.stringify(idleText)}`);
   if (values['keep-socket'] && !values.cleanup) throw new UsageError('--keep-socket only applies to --cleanup');
+  const firewall = FirewallChoiceSchema.safeParse(values.firewall ?? 'auto');
+  if (!firewall.success) throw new UsageError(`--firewall must be auto, nft, iptables, iptables-nft or iptables-legacy, got ${JSON.stringify(values.firewall)}`);
+  const configPath = values.config;
+  if (configPath !== undefined && !configPath.startsWith('/')) throw new UsageError(`--config must be an absolute path, got ${JSON.stringify(configPath)}`);
+  const runCgroupParent = values['run-cgroup-parent'];
+  if (runCgroupParent !== undefined && !/^[A-Za-z0-9_.@:-]+(\/[A-Za-z0-9_.@:-]+)*$/.test(runCgroupParent)) {
+    throw new UsageError(`--run-cgroup-parent must be a relative cgroup path like tproxy or tproxy/runs, got ${JSON.stringify(runCgroupParent)}`);
+  }
+  if (runCgroupParent?.split('/').some((seg) => seg === '.' || seg === '..')) throw new UsageError('--run-cgroup-parent must not contain "." or ".." segments');
   return {
     keepSocket: values['keep-socket'] === true,
+    firewall: firewall.data,
+    ...(configPath !== undefined ? { configPath } : {}),
+    ...(runCgroupParent !== undefined ? { runCgroupParent } : {}),
     ...(idleText !== undefined ? { idleExitSeconds: Number(idleText) } : {}),
     mode: values.help ? 'help' : values.version ? 'version' : values.cleanup ? 'cleanup' : 'run',
     socketPath,

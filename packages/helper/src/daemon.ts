@@ -8,12 +8,14 @@ import { mkdirSync, chmodSync, unlinkSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import { loadNative, socketFd } from '@tproxy/native';
-import { PROTOCOL_VERSION } from '@tproxy/protocol';
+import { PROTOCOL_VERSION, type HelperRepairResult, type PreviousSession } from '@tproxy/protocol';
 import { CaptureService } from './capture/service.js';
+import { RunManager } from './capture/run.js';
 import { ExchangeStore } from './capture/store.js';
 import { idleExitMs, type HelperConfig } from './config.js';
 import { realExec } from './exec.js';
 import { createLogger, type Logger } from './log.js';
+import { loadPolicy } from './policy.js';
 import { Dispatcher } from './rpc/dispatcher.js';
 import { routes } from './rpc/handlers/index.js';
 import { listenUnix } from './rpc/listen.js';
@@ -42,6 +44,9 @@ export interface DaemonHooks {
 
 export async function runDaemon(config: HelperConfig, log: Logger = createLogger('helper', config.logLevel), hooks: DaemonHooks = {}): Promise<RunningDaemon> {
   const started = Date.now();
+  // The policy first: a bad or unsafe configuration file stops the helper before it serves anyone.
+  const policy = await loadPolicy(config.configPath);
+  if (policy.source) log.info(`policy from ${policy.source}: ${policy.grants.size} operator grant(s)`);
   const native = loadNative();
   if (!native.captureAvailable) log.warn(`capture unavailable: ${native.reason}`);
 
@@ -57,15 +62,29 @@ export async function runDaemon(config: HelperConfig, log: Logger = createLogger
     upstreamCaFiles: config.upstreamCaFiles,
     store,
     log: log.child('capture'),
+    firewall: config.firewall,
   });
   const shutdown = new Shutdown(log);
+  const runs = new RunManager({ capture, store, log: log.child('run'), ...(config.runCgroupParent ? { parent: config.runCgroupParent } : {}) });
+  // Before capture: a run stops its own capture, then removes its cgroup.
+  shutdown.add('ending tproxyctl runs', () => runs.shutdown());
   shutdown.add('stopping capture', async () => {
     await capture.stop();
   });
 
+  // The start-up repair's report of a killed predecessor is kept for helper.info until this helper
+  // exits: a client that reconnects after the crash learns what happened to its session.
+  let previousSession: PreviousSession | undefined;
+  const repair = async (): Promise<HelperRepairResult> => {
+    const report = await capture.repairReport();
+    if (report.previous) previousSession = report.previous;
+    return report;
+  };
   if (native.captureAvailable) {
-    const repaired = await capture.repair();
-    if (repaired.length > 0) log.info(`start-up repair removed: ${repaired.join('; ')}`);
+    const stale = await runs.adoptLeftovers();
+    if (stale.length > 0) log.info(`start-up repair removed run cgroups: ${stale.join(', ')}`);
+    const repaired = await repair();
+    if (repaired.removed.length > 0) log.info(`start-up repair removed: ${repaired.removed.join('; ')}`);
   }
 
   const version = helperVersion();
@@ -83,7 +102,11 @@ export async function runDaemon(config: HelperConfig, log: Logger = createLogger
         uptimeMs: Date.now() - started,
         native: { available: native.captureAvailable, ...(native.reason ? { reason: native.reason } : {}) },
         stateDir: config.stateDir,
+        ...(previousSession ? { previousSession } : {}),
       }),
+      repair,
+      policy,
+      runs,
     },
     log: log.child('rpc'),
     allowedUids: config.allowUids,

@@ -8,6 +8,7 @@ import { unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { loadNative } from '@tproxy/native';
 import { CAPTURE_DEFAULTS } from '@tproxy/protocol';
+import { RunManager } from './capture/run.js';
 import { CaptureService } from './capture/service.js';
 import { ExchangeStore } from './capture/store.js';
 import { USAGE, UsageError, parseHelperArgs, type HelperConfig } from './config.js';
@@ -18,16 +19,20 @@ import { createLogger } from './log.js';
 async function cleanup(config: HelperConfig): Promise<number> {
   const log = createLogger('helper', config.logLevel);
   const native = loadNative();
+  const store = new ExchangeStore();
   const capture = new CaptureService({
     native,
     exec: realExec,
     stateDir: config.stateDir,
     publicDir: dirname(config.socketPath),
     upstreamCaFiles: [],
-    store: new ExchangeStore(),
+    store,
     log,
   });
   const removed = await capture.repair();
+  // Empty `tproxyctl run` cgroups a killed helper left (one still holding processes is only logged).
+  const runs = new RunManager({ capture, store, log: log.child('run'), ...(config.runCgroupParent ? { parent: config.runCgroupParent } : {}) });
+  removed.push(...(await runs.adoptLeftovers()).map((path) => `cgroup ${path}`));
   removed.push(...(await capture.removePublicTrust()));
   if (!config.keepSocket) {
     try {
@@ -37,7 +42,7 @@ async function cleanup(config: HelperConfig): Promise<number> {
       // Not there: nothing to remove.
     }
   }
-  log.info(removed.length ? `cleanup removed: ${removed.join('; ')}` : `cleanup: nothing of ours was left (table inet tproxy_helper, fwmark ${CAPTURE_DEFAULTS.mark})`);
+  log.info(removed.length ? `cleanup removed: ${removed.join('; ')}` : `cleanup: nothing of ours was left (table inet tproxy_helper, iptables chains TPROXY_HELPER_*, ipset tproxy_helper_ports, fwmark ${CAPTURE_DEFAULTS.mark})`);
   return 0;
 }
 

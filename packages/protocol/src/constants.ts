@@ -23,6 +23,13 @@ export const CAPTURE_DEFAULTS = {
   mark: 0x2333,
   /** SO_MARK on the helper's own upstream sockets; the OUTPUT chain returns early on it (anti-loop). */
   bypassMark: 0x539,
+  /**
+   * The fwmark bits tproxy owns: marks are set with `ct mark set ct mark and ~mask or mark`, compared
+   * as `mark and mask == ...` and routed by `fwmark mark/mask`, so bits outside it, set by other
+   * users of fwmarks, are kept and ignored. 0x3fff (the low 14 bits) stays clear of kube-proxy's
+   * 0x4000 (masquerade) and 0x8000 (drop), Tailscale's 0xff0000 and Calico's upper 16 bits.
+   */
+  markMask: 0x3fff,
   /** Policy-routing table holding `local 0.0.0.0/0` and `local ::/0`. */
   routeTable: 233,
   /** Transparent listener addresses and port. Loopback keeps the listener unreachable from outside. */

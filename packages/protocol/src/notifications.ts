@@ -7,6 +7,22 @@ import { ExchangeSchema } from './model/exchange.js';
 
 export const ExchangeNotificationParamsSchema = z.object({ exchange: ExchangeSchema });
 
+export const ExchangesClearedParamsSchema = z.object({
+  /** How many exchanges `exchanges.clear` removed from the buffer. */
+  removed: z.number().int().nonnegative(),
+  /** Every exchange with an id up to this one is gone; later notifications about them are not sent. */
+  throughId: z.number().int().nonnegative(),
+});
+
+export const ExportChunkParamsSchema = z.object({
+  /** The export this chunk belongs to; the `exchanges.export` result names it too. */
+  exportId: z.number().int().positive(),
+  /** 0, 1, 2, ... in order; a gap means the stream is broken. */
+  seq: z.number().int().nonnegative(),
+  /** The next piece of the document (concatenate all pieces in `seq` order). */
+  data: z.string(),
+});
+
 export const notifications = {
   /** The request head arrived from the client. */
   exchangeStarted: { method: 'exchange.started', params: ExchangeNotificationParamsSchema },
@@ -14,7 +30,13 @@ export const notifications = {
   exchangeUpdated: { method: 'exchange.updated', params: ExchangeNotificationParamsSchema },
   /** The exchange ended: complete or error. */
   exchangeCompleted: { method: 'exchange.completed', params: ExchangeNotificationParamsSchema },
+  /** `exchanges.clear` emptied the buffer (sent to every subscriber, whatever its filter). */
+  exchangesCleared: { method: 'exchanges.cleared', params: ExchangesClearedParamsSchema },
+  /** One piece of an `exchanges.export` document, sent only to the connection that asked for it. */
+  exportChunk: { method: 'exchanges.exportChunk', params: ExportChunkParamsSchema },
 } as const;
 
 export type ExchangeNotificationParams = z.infer<typeof ExchangeNotificationParamsSchema>;
+export type ExchangesClearedParams = z.infer<typeof ExchangesClearedParamsSchema>;
+export type ExportChunkParams = z.infer<typeof ExportChunkParamsSchema>;
 export type NotificationName = (typeof notifications)[keyof typeof notifications]['method'];

@@ -23,13 +23,23 @@ export const CURL_EXIT = {
   peerFailedVerification: 60,
 } as const;
 
+export interface CurlOptions extends RunOptions {
+  /**
+   * Run curl as this uid (and gid, no supplementary groups) through setpriv, after `ip netns exec`
+   * (which needs root) has entered the namespace: an operator's capture covers only its own uid.
+   */
+  asUid?: number;
+}
+
 /** Runs `curl <fixed flags> ...args` in `ns`; resolves with curl's exit status (non-zero is not an error). */
-export async function curlInNs(ns: string, args: readonly string[], opts: RunOptions = {}): Promise<CurlResult> {
+export async function curlInNs(ns: string, args: readonly string[], opts: CurlOptions = {}): Promise<CurlResult> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
   const maxTimeSec = Math.max(1, Math.floor(timeoutMs / 1000) - 2);
   const hash = createHash('sha256');
-  const result = await runInNs(ns, ['curl', '-q', '--noproxy', '*', '-sS', '--max-time', String(maxTimeSec), ...args], {
-    ...opts,
+  const { asUid, ...runOpts } = opts;
+  const prefix = asUid === undefined ? [] : ['setpriv', `--reuid=${asUid}`, `--regid=${asUid}`, '--clear-groups'];
+  const result = await runInNs(ns, [...prefix, 'curl', '-q', '--noproxy', '*', '-sS', '--max-time', String(maxTimeSec), ...args], {
+    ...runOpts,
     timeoutMs,
     onStdout: (chunk) => {
       hash.update(chunk);

@@ -35,6 +35,8 @@ export interface StartHelperOptions {
   allowUids?: number[];
   /** More helper flags (e.g. `--idle-exit 2`). */
   extraArgs?: readonly string[];
+  /** Enter the client namespace with nsenter, keeping the host's /sys mounts (cgroups; see SpawnOptions.keepSysMounts). */
+  keepSysMounts?: boolean;
 }
 
 export async function startHelper(topo: Topology, dir: string, name: string, upstreamCa: string, opts: StartHelperOptions = {}): Promise<HelperHandle> {
@@ -54,7 +56,7 @@ export async function startHelper(topo: Topology, dir: string, name: string, ups
     ...(opts.allowUids ?? []).flatMap((uid) => ['--allow-uid', String(uid)]),
     ...(opts.extraArgs ?? []),
   ];
-  const proc = topo.spawn(topo.clientNs, opts.selfBind ? helperArgv : socketActivateArgv(socketPath, helperArgv, { fdName: 'rpc' }));
+  const proc = topo.spawn(topo.clientNs, opts.selfBind ? helperArgv : socketActivateArgv(socketPath, helperArgv, { fdName: 'rpc' }), opts.keepSysMounts ? { keepSysMounts: true } : {});
   await waitForSocket(socketPath);
   const client = await TproxyClient.connect({ socketPath, timeoutMs: 30_000 });
   return { proc, socketPath, stateDir, client };

@@ -83,6 +83,12 @@ export interface SpawnOptions {
    * host's trust store. Pass false only for read-only probes such as `ss`.
    */
   mountSandbox?: boolean;
+  /**
+   * Namespace children only: enter the network namespace with `nsenter --net` instead of `ip netns
+   * exec`, which remounts /sys for the namespace and so leaves /sys/fs/cgroup empty. For a helper
+   * that must create cgroups and have nft resolve cgroup paths (scope.test.ts).
+   */
+  keepSysMounts?: boolean;
 }
 
 export interface ExitStatus {
@@ -245,6 +251,11 @@ export function nsArgv(ns: string, argv: readonly string[]): string[] {
   return ['ip', 'netns', 'exec', ns, ...argv];
 }
 
+/** `nsenter --net=/run/netns/<ns> argv...`: the network namespace only, every mount as it is here. */
+export function nsenterArgv(ns: string, argv: readonly string[]): string[] {
+  return ['nsenter', `--net=/run/netns/${ns}`, ...argv];
+}
+
 /** Starts `argv` inside network namespace `ns` (see SpawnOptions.mountSandbox). */
 export function spawnInNs(ns: string, argv: readonly string[], opts: SpawnOptions = {}): ProcHandle {
   if ((opts.mountSandbox ?? true) && !inTrustSandbox()) {
@@ -253,7 +264,7 @@ export function spawnInNs(ns: string, argv: readonly string[], opts: SpawnOption
         'call `await ensureTrustSandbox()` at the top of the test file (or pass mountSandbox: false for read-only probes)',
     );
   }
-  return spawnProcess(nsArgv(ns, argv), opts);
+  return spawnProcess(opts.keepSysMounts ? nsenterArgv(ns, argv) : nsArgv(ns, argv), opts);
 }
 
 export interface RunOptions extends SpawnOptions {

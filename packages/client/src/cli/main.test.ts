@@ -95,7 +95,17 @@ describe('tproxyctl against a fake helper', () => {
       const start = fake.received.find((m) => m.method === 'capture.start');
       assert.deepEqual(start?.params, { ports: [443, 8080, 9443], mark: 16, ipv6: false, bodyCaptureLimit: 1024 });
       assert.match(r.stdout, /^capture started\ncapture: running since /);
-      assert.match(r.stdout, /^config: ports 443,8080,9443, mark 0x10, .*ipv6 off/m);
+      assert.match(r.stdout, /^config: ports 443,8080,9443, mark 0x10\/0x3fff, .*ipv6 off/m);
+    });
+
+    test('scope and firewall flags', async () => {
+      const r = await run('start', '--uid', '1000,1001', '--cgroup', 'system.slice/x.service', '--firewall', 'iptables');
+      assert.equal(r.code, 0, r.stderr);
+      const start = fake.received.find((m) => m.method === 'capture.start');
+      assert.deepEqual(start?.params, { scope: { uids: [1000, 1001], cgroup: 'system.slice/x.service' }, firewall: 'iptables' });
+      const bad = await run('start', '--firewall', 'pf');
+      assert.equal(bad.code, 2);
+      assert.match(bad.stderr, /--firewall must be auto, nft, iptables/);
     });
 
     test('checks state first: "capture already running" → exit 1, no capture.start', async () => {

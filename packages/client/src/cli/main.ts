@@ -12,9 +12,13 @@ import { parseArgs } from 'node:util';
 import { TproxyClient, resolveSocketPath } from '../rpc/client.js';
 import { UsageError, type Args, type Command, type Context, type Io, type Options } from './command.js';
 import { caCommand } from './commands/ca.js';
+import { clearCommand } from './commands/clear.js';
 import { envCommand } from './commands/env.js';
+import { exportCommand } from './commands/export.js';
 import { getCommand } from './commands/get.js';
 import { installCommand } from './commands/install.js';
+import { repairCommand } from './commands/repair.js';
+import { runCommand } from './commands/run.js';
 import { startCommand } from './commands/start.js';
 import { statusCommand } from './commands/status.js';
 import { stopCommand } from './commands/stop.js';
@@ -24,10 +28,14 @@ import { errorToJson, formatError, jsonLine } from './output.js';
 
 export const commands: readonly Command[] = [
   statusCommand,
+  repairCommand,
   startCommand,
   stopCommand,
+  runCommand,
   tailCommand,
   getCommand,
+  exportCommand,
+  clearCommand,
   caCommand,
   envCommand,
   installCommand,

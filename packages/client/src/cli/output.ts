@@ -8,11 +8,14 @@
 import {
   type BodyInfo,
   type CaGetResult,
+  type CaptureConfig,
   type CaptureStatus,
   type Exchange,
   type ExchangeDetail,
   type Headers,
   type HelperInfoResult,
+  type HelperRepairResult,
+  type PreviousSession,
   PROTOCOL_VERSION,
   RpcError,
 } from '@tproxy/protocol';
@@ -85,11 +88,13 @@ export function formatStatus(status: CaptureStatus, info?: HelperInfoResult): st
     const c = status.config;
     if (c) {
       lines.push(
-        `config: ports ${c.ports.join(',')}, mark ${formatHex(c.mark)}, bypass mark ${formatHex(c.bypassMark)}, ` +
+        `config: ports ${c.ports.join(',')}, mark ${formatHex(c.mark)}/${formatHex(c.markMask)}, bypass mark ${formatHex(c.bypassMark)}, ` +
           `table ${c.routeTable}, ipv6 ${c.ipv6 ? 'on' : 'off'}, listen port ${c.listenPort}, ` +
           `body limit ${formatBytes(c.bodyCaptureLimit)}`,
       );
+      lines.push(`scope: ${formatScope(c.scope)}`);
     }
+    if (status.firewall) lines.push(`firewall: ${status.firewall.backend} (${escapeInline(status.firewall.reason)})`);
   } else if (!status.available) {
     lines.push(`capture: unavailable: ${escapeInline(status.reason ?? 'no reason given')}`);
   } else {
@@ -110,7 +115,38 @@ export function formatStatus(status: CaptureStatus, info?: HelperInfoResult): st
     if (info.protocolVersion !== PROTOCOL_VERSION) {
       lines.push(`warning: the helper speaks protocol ${info.protocolVersion}, this tproxyctl speaks ${PROTOCOL_VERSION}`);
     }
+    if (info.previousSession) lines.push(...previousSessionLines(info.previousSession));
   }
+  return `${lines.join('\n')}\n`;
+}
+
+/** Whose connections a capture takes, as `capture.status` reports its effective scope. */
+export function formatScope(scope: CaptureConfig['scope']): string {
+  const parts: string[] = [];
+  if (scope?.uids) parts.push(`uid${scope.uids.length > 1 ? 's' : ''} ${scope.uids.join(',')}`);
+  if (scope?.cgroup) parts.push(`cgroup ${escapeInline(scope.cgroup)}`);
+  return parts.length ? parts.join(' in ') : 'every local process';
+}
+
+/** What a killed helper left and what was done about it (helper.info / helper.repair). */
+function previousSessionLines(p: PreviousSession): string[] {
+  const what = [p.ports ? `capturing ports ${p.ports.join(',')}` : 'capturing', p.startedAt !== undefined ? `since ${formatDateTime(p.startedAt)}` : '']
+    .filter(Boolean)
+    .join(' ');
+  return [
+    `previous session: helper pid ${p.pid} (${what}) stopped without cleaning up; repaired at ${formatDateTime(p.repairedAt)}`,
+    ...(p.removed.length > 0 ? p.removed.map((r) => `  removed: ${escapeInline(r)}`) : ['  it had left nothing to remove']),
+    '  its exchanges are lost (they lived only in its memory); start a new capture',
+  ];
+}
+
+/** Human summary of `helper.repair`. */
+export function formatRepair(result: HelperRepairResult): string {
+  const lines =
+    result.removed.length > 0
+      ? [`removed ${result.removed.length} leftover${result.removed.length === 1 ? '' : 's'}:`, ...result.removed.map((r) => `  ${escapeInline(r)}`)]
+      : ['nothing to repair: no rules, routes or trust-store entries of tproxy were left behind'];
+  if (result.previous) lines.push(...previousSessionLines(result.previous));
   return `${lines.join('\n')}\n`;
 }
 

@@ -41,7 +41,9 @@ describe('renderUnits', () => {
     assert.match(units.service, /^ExecStopPost=\/usr\/bin\/node \/opt\/tproxy\/node_modules\/\.bin\/tproxy-helper --cleanup --keep-socket$/m);
     assert.match(units.service, /^ProtectHome=yes$/m);
     assert.match(units.service, /^NoNewPrivileges=yes$/m);
-    assert.match(units.service, /^CapabilityBoundingSet=CAP_NET_ADMIN /m);
+    assert.match(units.service, /^CapabilityBoundingSet=CAP_NET_ADMIN$/m);
+    // `tproxyctl run` creates cgroups: /sys/fs/cgroup must stay writable for the helper.
+    assert.match(units.service, /^ProtectControlGroups=no$/m);
   });
 
   it('--user: SocketUser= is the uid and the helper allows it', async () => {

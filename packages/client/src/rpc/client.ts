@@ -9,9 +9,15 @@
 import {
   DEFAULT_SOCKET_PATH,
   ExchangeNotificationParamsSchema,
+  ExchangesClearedParamsSchema,
+  ExportChunkParamsSchema,
   formatZodError,
+  methods,
   notifications,
   type Exchange,
+  type ExchangesClearedParams,
+  type ExchangesExportParams,
+  type ExchangesExportResult,
   type MethodDescriptor,
   type ParamsOf,
   type ResultOf,
@@ -34,6 +40,9 @@ export interface CallOptions {
   timeoutMs?: number;
 }
 
+/** Export chunks (up to 64K characters each) received but not yet written before we stop reading. */
+const EXPORT_MAX_PENDING_CHUNKS = 4;
+
 const EXCHANGE_EVENTS: ReadonlyMap<string, ExchangeEvent> = new Map([
   [notifications.exchangeStarted.method, 'started'],
   [notifications.exchangeUpdated.method, 'updated'],
@@ -48,6 +57,8 @@ export function resolveSocketPath(explicit?: string, env: NodeJS.ProcessEnv = pr
 export class TproxyClient {
   private readonly exchangeListeners = new Set<ExchangeListener>();
   private readonly errorListeners = new Set<(err: ProtocolError) => void>();
+  private readonly clearedListeners = new Set<(cleared: ExchangesClearedParams) => void>();
+  private exporting = false;
 
   private constructor(private readonly connection: Connection) {
     connection.onNotification((method, params) => this.onNotification(method, params));
@@ -95,6 +106,69 @@ export class TproxyClient {
     return () => this.exchangeListeners.delete(listener);
   }
 
+  /** Listens for `exchanges.cleared` (the connection must have called `exchanges.subscribe`). */
+  onCleared(listener: (cleared: ExchangesClearedParams) => void): () => void {
+    this.clearedListeners.add(listener);
+    return () => this.clearedListeners.delete(listener);
+  }
+
+  /**
+   * Runs `exchanges.export` and hands each piece of the document to `onChunk`, in order, as the
+   * helper streams it; resolves with the helper's totals once every piece was handed on (and any
+   * promise `onChunk` returned settled). Chunks are checked: one export id, no gap in `seq`, and
+   * as many as the result says. One export at a time per client: the helper refuses a second
+   * one on the same connection, and chunks carry no request id to tell two apart.
+   */
+  async exportExchanges(params: ExchangesExportParams, onChunk: (data: string) => void | Promise<void>): Promise<ExchangesExportResult> {
+    if (this.exporting) throw new Error('an export is already running on this client; wait for it or use another client');
+    this.exporting = true;
+    let exportId: number | undefined;
+    let expectedSeq = 0;
+    let failure: Error | undefined;
+    let written: Promise<void> = Promise.resolve();
+    let pending = 0;
+    const off = this.connection.onNotification((method, raw) => {
+      if (method !== notifications.exportChunk.method || failure) return;
+      const parsed = ExportChunkParamsSchema.safeParse(raw);
+      if (!parsed.success) {
+        failure = new ProtocolError(`tproxy-helper sent an invalid ${method} notification: ${formatZodError(parsed.error)}`);
+        return;
+      }
+      const chunk = parsed.data;
+      exportId ??= chunk.exportId;
+      if (chunk.exportId !== exportId || chunk.seq !== expectedSeq) {
+        failure = new ProtocolError(`tproxy-helper sent export chunk ${chunk.exportId}#${chunk.seq}, expected ${exportId}#${expectedSeq}`);
+        return;
+      }
+      expectedSeq++;
+      // Backpressure: past a few chunks not yet written, stop reading the socket; the helper then
+      // waits for its writes to drain (it sends at our pace) instead of us buffering the export.
+      if (++pending >= EXPORT_MAX_PENDING_CHUNKS) this.connection.pause();
+      written = written
+        .then(() => onChunk(chunk.data))
+        .catch((err: unknown) => {
+          failure ??= err instanceof Error ? err : new Error(String(err));
+        })
+        .finally(() => {
+          if (--pending < EXPORT_MAX_PENDING_CHUNKS) this.connection.resume();
+        });
+    });
+    try {
+      // No call timeout: the helper streams at our pace, and a large buffer takes as long as it takes.
+      const result = await this.call(methods.exchangesExport, params, { timeoutMs: 0 });
+      await written;
+      if (failure) throw failure;
+      if (result.chunks !== expectedSeq || (expectedSeq > 0 && result.exportId !== exportId)) {
+        throw new ProtocolError(`tproxy-helper reported ${result.chunks} chunks of export ${result.exportId}, but ${expectedSeq} arrived for export ${exportId ?? '-'}`);
+      }
+      return result;
+    } finally {
+      off();
+      this.connection.resume();
+      this.exporting = false;
+    }
+  }
+
   /**
    * Problems not tied to a call, such as a notification that fails its schema. Without any listener
    * they become process warnings, so they are never lost silently.
@@ -115,6 +189,10 @@ export class TproxyClient {
   }
 
   private onNotification(method: string, params: unknown): void {
+    if (method === notifications.exchangesCleared.method) {
+      this.onClearedNotification(params);
+      return;
+    }
     const event = EXCHANGE_EVENTS.get(method);
     // Notifications this client does not know (from a newer helper) are not errors: ignore them.
     if (event === undefined || this.exchangeListeners.size === 0) return;
@@ -124,6 +202,16 @@ export class TproxyClient {
       return;
     }
     for (const listener of [...this.exchangeListeners]) listener(event, parsed.data.exchange);
+  }
+
+  private onClearedNotification(params: unknown): void {
+    if (this.clearedListeners.size === 0) return;
+    const parsed = ExchangesClearedParamsSchema.safeParse(params);
+    if (!parsed.success) {
+      this.reportError(new ProtocolError(`tproxy-helper sent an invalid ${notifications.exchangesCleared.method} notification: ${formatZodError(parsed.error)}`));
+      return;
+    }
+    for (const listener of [...this.clearedListeners]) listener(parsed.data);
   }
 
   private reportError(err: ProtocolError): void {

@@ -144,6 +144,18 @@ export class Connection {
     return () => this.closeListeners.delete(listener);
   }
 
+  /**
+   * Stops reading from the helper until resume(): a consumer slower than the helper (an export
+   * written to a slow pipe) pushes back through the socket instead of queueing in our memory.
+   */
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
   /** Closes the connection (idempotent); pending calls reject with ConnectionClosedError. */
   close(): Promise<void> {
     if (!this.closed && !this.closingByUs) {

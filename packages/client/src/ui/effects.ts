@@ -5,14 +5,13 @@
  * No React here, so they run the same in the app and in tests.
  */
 import { join } from 'node:path';
-import { CaptureStartParamsSchema, RpcError, formatZodError, methods, type Exchange } from '@tproxy/protocol';
+import { CaptureStartParamsSchema, RpcError, formatZodError, methods, toHar, type Exchange, type HarItem } from '@tproxy/protocol';
 import type { TproxyClient } from '../rpc/client.js';
 import { isExchangeNotFound } from '../rpc/errors.js';
 import { escapeInline } from '../shared/escape.js';
 import { formatFileStamp } from '../shared/units.js';
 import type { UiDeps } from './deps.js';
 import { toCurl } from './export/curl.js';
-import { toHar, type HarItem } from './export/har.js';
 import type { Effect } from './keymap.js';
 import { parsePorts, type StartOptions } from './state/form.js';
 import { indexOfId } from './state/rows.js';

@@ -79,12 +79,22 @@ export async function loadOrCreateCa(stateDir: string, options: LoadOrCreateCaOp
   }
 
   const generated = await generateCa({ now, ...(options.commonName ? { commonName: options.commonName } : {}) });
-  const ca = caMaterialFromPem(generated.certPem, generated.keyPem);
+  const ca = await saveCa(stateDir, caMaterialFromPem(generated.certPem, generated.keyPem));
+  log.info(`created CA ${ca.subject} (serial ${ca.serialHex}, sha256 ${ca.fingerprintSha256})`);
+  return ca;
+}
+
+/**
+ * Stores `ca` as THE CA of `stateDir`, replacing whatever was there (ca.rotate; the previous key
+ * is overwritten, not kept). Returns it with origin 'created'.
+ */
+export async function saveCa(stateDir: string, ca: CaMaterial): Promise<StoredCa> {
+  const certPath = join(stateDir, CA_CERT_FILE);
+  const keyPath = join(stateDir, CA_KEY_FILE);
   // Key first: a crash between the two renames leaves a mismatched pair, which the next load
   // detects (checkPrivateKey) and replaces, rather than a certificate whose key is lost.
-  await writeAtomic(keyPath, generated.keyPem, KEY_MODE);
-  await writeAtomic(certPath, generated.certPem, CERT_MODE);
-  log.info(`created CA ${ca.subject} (serial ${ca.serialHex}, sha256 ${ca.fingerprintSha256})`);
+  await writeAtomic(keyPath, ca.keyPem, KEY_MODE);
+  await writeAtomic(certPath, ca.certPem, CERT_MODE);
   return { ...ca, origin: 'created', certPath, keyPath };
 }
 

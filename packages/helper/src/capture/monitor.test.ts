@@ -64,12 +64,12 @@ const LISTING = [
   '\t}',
   '\tchain output {',
   '\t\ttype route hook output priority mangle; policy accept;',
-  '\t\tmeta mark 0x00000539 return',
-  '\t\tmeta nfproto ipv4 tcp dport @ports ct state new ct mark set 0x00002333',
-  '\t\tmeta nfproto ipv4 ct mark 0x00002333 meta mark set 0x00002333',
+  '\t\tmeta mark & 0x00003fff == 0x00000539 return',
+  '\t\tmeta nfproto ipv4 tcp dport @ports ct state new ct mark set ct mark & 0xffffe333 | 0x00002333',
+  '\t\tmeta nfproto ipv4 ct mark & 0x00003fff == 0x00002333 meta mark set meta mark & 0xffffe333 | 0x00002333',
   '\t}',
   '\tchain prerouting {',
-  '\t\tiifname "lo" tcp dport @ports meta mark 0x00002333 meta nfproto ipv4 tproxy ip to 127.0.0.1:8443 accept',
+  '\t\tiifname "lo" tcp dport @ports meta mark & 0x00003fff == 0x00002333 meta nfproto ipv4 tproxy ip to 127.0.0.1:8443 accept',
   '\t}',
   '}',
 ].join('\n');
@@ -82,7 +82,7 @@ function setup() {
     const key = c.argv.join(' ');
     if (key === 'nft list tables') return kernel.tableGone ? '' : 'table inet tproxy_helper\n';
     if (key === 'nft list table inet tproxy_helper') return LISTING;
-    if (key === 'ip -N -j -4 rule show') return JSON.stringify([{ priority: RULE_PRIORITY, src: 'all', fwmark: '0x2333', table: '233' }]);
+    if (key === 'ip -N -j -4 rule show') return JSON.stringify([{ priority: RULE_PRIORITY, src: 'all', fwmark: '0x2333', fwmask: '0x3fff', table: '233' }]);
     if (key === 'ip -j -4 route show table 233') return JSON.stringify([{ type: 'local', dst: 'default', dev: 'lo' }]);
     return '[]';
   };

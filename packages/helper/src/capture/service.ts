@@ -15,24 +15,32 @@ import { readFile } from 'node:fs/promises';
 import type net from 'node:net';
 import tls from 'node:tls';
 import type { NativeStatus } from '@tproxy/native';
-import { CAPTURE_DEFAULTS, ErrorCode, RpcError, type CaGetResult, type CaptureConfig, type CaptureStatus } from '@tproxy/protocol';
-import { LeafCache } from '../ca/cache.js';
-import { createLeafKey, type LeafKey } from '../ca/leaf.js';
-import { loadOrCreateCa, type StoredCa } from '../ca/store.js';
+import type { CaInstallParams, CaRotateResult, CaUninstallParams } from '@tproxy/protocol';
+import type { FirewallBackend, FirewallChoice } from '@tproxy/protocol';
+import { CAPTURE_DEFAULTS, ErrorCode, RpcError, type CaGetResult, type CaptureConfig, type CaptureStatus, type HelperRepairResult, type PreviousSession } from '@tproxy/protocol';
+import { CaAuthority } from '../ca/authority.js';
+import type { StoredCa } from '../ca/store.js';
 import { Engine } from '../engine/engine.js';
 import { HttpProxy } from '../engine/http-proxy.js';
 import { UpstreamPool } from '../engine/upstream.js';
 import type { Exec } from '../exec.js';
 import { Steering, revertError } from '../firewall/apply.js';
+import { createSteering, detectBackend, IPTABLES_FLAVOURS, type SteeringBackend } from '../firewall/backend.js';
+import { IptablesSteering } from '../firewall/iptables-apply.js';
+import { describeIptablesPlan } from '../firewall/iptables.js';
+import { readSteeringState } from '../firewall/inspect.js';
 import { describePlan, planSteering, type SteeringPlan } from '../firewall/plan.js';
 import { routeSteps } from '../firewall/routing.js';
-import { clearRecord, readRecord, updateRecord } from '../firewall/record.js';
+import { clearRecord, readRecord, updateRecord, type AppliedRecord } from '../firewall/record.js';
 import type { Logger } from '../log.js';
 import { closeListener, openTransparentListener, type TransparentListener } from '../net/listener.js';
 import { markedConnector } from '../net/upstream-socket.js';
-import { anchorPath, detectTrustStore, findInstalledCas, installCa, uninstallCa, type TrustStore } from '../trust/linux.js';
+import type { TrustStore } from '../trust/linux.js';
+import { TrustManager, type TrustState } from '../trust/manager.js';
 import { PublicTrustFiles } from '../trust/public-files.js';
 import { loadSystemRoots } from '../trust/system-roots.js';
+import { describeScope } from '../policy.js';
+import { resolveSteeringScope } from './cgroup.js';
 import { SteeringMonitor } from './monitor.js';
 import type { ExchangeStore } from './store.js';
 
@@ -53,6 +61,8 @@ export interface CaptureServiceOptions {
   log: Logger;
   /** Trust store to install the CA into; detected when omitted, null to skip installing. */
   trustStore?: TrustStore | null;
+  /** Firewall backend when capture.start says `auto` (helper flag --firewall); default `auto`. */
+  firewall?: FirewallChoice;
 }
 
 interface Session {
@@ -64,6 +74,8 @@ interface Session {
   pool: UpstreamPool;
   /** Fail-open heartbeat and "interception lost" checks; stopped before the steering is reverted. */
   monitor: SteeringMonitor;
+  /** The firewall backend steering this session, why it was chosen, and its executor. */
+  backend: { name: FirewallBackend; reason: string; steering: SteeringBackend };
   startedAt: number;
 }
 
@@ -73,12 +85,11 @@ export class CaptureService {
   private session: Session | null = null;
   /** Serialises start/stop so two clients cannot interleave host changes. */
   private busy: Promise<unknown> = Promise.resolve();
-  private caPromise: Promise<StoredCa> | null = null;
-  private leafKey: Promise<LeafKey> | null = null;
-  private certs: LeafCache | null = null;
-  private trustPath: string | null = null;
+  /** The CA and its leaf cache (ca/authority.ts). */
+  private readonly authority: CaAuthority;
+  /** Every OS trust-store entry for the CA: capture-scoped and persistent (trust/manager.ts). */
+  private readonly trust: TrustManager;
   private readonly steering: Steering;
-  private trustStorePromise: Promise<TrustStore | null> | null = null;
   private readonly publicTrust: PublicTrustFiles;
 
   constructor(private readonly opts: CaptureServiceOptions) {
@@ -88,13 +99,14 @@ export class CaptureService {
       ...(opts.systemBundles ? { systemBundles: opts.systemBundles } : {}),
       log: opts.log.child('public-trust'),
     });
-    if (opts.trustStore !== undefined) this.trustStorePromise = Promise.resolve(opts.trustStore);
-  }
-
-  /** The OS trust store, detected once (anchor dir present and its refresh command installed). */
-  private trustStore(): Promise<TrustStore | null> {
-    this.trustStorePromise ??= detectTrustStore(undefined, this.opts.log.child('trust'));
-    return this.trustStorePromise;
+    this.trust = new TrustManager({
+      exec: opts.exec,
+      stateDir: opts.stateDir,
+      log: opts.log.child('trust'),
+      ...(opts.trustStore !== undefined ? { trustStore: opts.trustStore } : {}),
+    });
+    // A regenerated CA (expired, corrupt) takes the persistent trust entries over as it loads.
+    this.authority = new CaAuthority({ stateDir: opts.stateDir, log: opts.log.child('ca'), onLoad: (ca) => this.trust.adopt(ca) });
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -105,14 +117,10 @@ export class CaptureService {
 
   /** The CA, created on first use and kept for the helper's lifetime. */
   private loadCa(): Promise<StoredCa> {
-    this.caPromise ??= loadOrCreateCa(this.opts.stateDir, { log: this.opts.log.child('ca') }).catch((err: unknown) => {
-      this.caPromise = null;
-      throw err;
-    });
-    return this.caPromise;
+    return this.authority.load();
   }
 
-  start(config: CaptureConfig): Promise<CaptureStatus> {
+  start(config: CaptureConfig & { readonly firewall?: FirewallChoice }): Promise<CaptureStatus> {
     return this.serial(async () => {
       if (this.session) {
         throw new RpcError(ErrorCode.CaptureAlreadyRunning, `capture is already running (since ${new Date(this.session.startedAt).toISOString()}); stop it first`);
@@ -132,12 +140,14 @@ export class CaptureService {
     });
   }
 
-  private async startSteps(config: CaptureConfig, native: NonNullable<NativeStatus['native']>, undo: Undo[]): Promise<Session> {
+  private async startSteps(config: CaptureConfig & { readonly firewall?: FirewallChoice }, native: NonNullable<NativeStatus['native']>, undo: Undo[]): Promise<Session> {
     const { log, store } = this.opts;
+    // A cgroup scope is resolved (level, nft path, existence) first: a bad one changes nothing.
+    const steeringScope = await resolveSteeringScope(config.scope);
+    // The firewall backend next, still before any host change: none usable fails here.
+    const backend = await this.chooseBackend(config.firewall);
     const ca = await this.loadCa();
-    this.leafKey ??= createLeafKey();
-    this.certs ??= new LeafCache(ca, await this.leafKey);
-    const certs = this.certs;
+    const certs = await this.authority.leafCache();
     const trust = await this.upstreamTrust(ca);
 
     const pool = new UpstreamPool({ connect: markedConnector(native, config.bypassMark), trust });
@@ -160,29 +170,21 @@ export class CaptureService {
       undo.push({ what: `closing listener ${address}:${config.listenPort}`, run: () => closeListener(listener) });
     }
 
-    const trustStore = await this.trustStore();
-    if (trustStore) {
-      const store = trustStore;
-      await updateRecord(this.opts.stateDir, { pid: process.pid, trust: { path: anchorPath(store, ca.serialHex), refresh: [...store.refresh] } });
-      const path = await installCa(store, ca.certPem, ca.serialHex, this.opts.exec);
-      this.trustPath = path;
-      undo.push({ what: `removing the CA from ${path}`, run: () => this.uninstallTrust() });
-      log.info(`installed the CA into the trust store: ${path}`);
-    } else {
-      log.warn('no supported OS trust store found; clients must trust the CA themselves (tproxyctl ca --pem)');
-    }
+    // Adds a capture-scoped anchor (recorded for repair) unless ca.install made a persistent one.
+    const trustPath = await this.trust.acquireForCapture(ca);
+    if (trustPath) undo.push({ what: `removing the CA from ${trustPath}`, run: () => this.uninstallTrust() });
 
-    const plan = planSteering(config);
+    const plan = planSteering(config, steeringScope);
     // Intent first: if we die between here and the end of apply, the next helper reverts it.
     await updateRecord(this.opts.stateDir, { pid: process.pid, startedAt: Date.now(), firewall: config });
-    undo.push({ what: 'reverting steering', run: () => this.revertSteering(plan) });
-    await this.steering.apply(plan);
-    const monitor = new SteeringMonitor({ steering: this.steering, plan, log: log.child('monitor') });
+    undo.push({ what: 'reverting steering', run: () => this.revertSteering(plan, backend.steering) });
+    await backend.steering.apply(plan);
+    const monitor = new SteeringMonitor({ steering: backend.steering, plan, log: log.child('monitor') });
     undo.push({ what: 'stopping the steering monitor', run: () => monitor.stop() });
     monitor.start();
 
-    log.info(`capture running: ports ${config.ports.join(',')} → ${addresses.map((a) => `${a}:${config.listenPort}`).join(', ')}`);
-    return { config, plan, listeners, engine, proxy, pool, monitor, startedAt: Date.now() };
+    log.info(`capture running for ${describeScope(config.scope)}: ports ${config.ports.join(',')} → ${addresses.map((a) => `${a}:${config.listenPort}`).join(', ')}`);
+    return { config, plan, listeners, engine, proxy, pool, monitor, backend, startedAt: Date.now() };
   }
 
   /** Trust anchors for upstream verification: the distribution bundle minus our CA, plus --upstream-ca. */
@@ -205,17 +207,22 @@ export class CaptureService {
     return tls.createSecureContext({ ca: [...system, ...extra] });
   }
 
-  private async revertSteering(plan: SteeringPlan): Promise<void> {
-    const error = revertError(await this.steering.revert(plan));
+  /** `asked` (capture.start) unless `auto`, else the helper's --firewall, detected when `auto` too. */
+  private async chooseBackend(asked: FirewallChoice = 'auto'): Promise<Session['backend']> {
+    const choice = asked !== 'auto' ? asked : (this.opts.firewall ?? 'auto');
+    const { backend, reason } = await detectBackend(this.opts.exec, choice, this.opts.log.child('firewall'));
+    const steering = backend === 'nft' ? this.steering : createSteering(backend, this.opts.exec, this.opts.log.child('firewall'));
+    return { name: backend, reason, steering };
+  }
+
+  private async revertSteering(plan: SteeringPlan, steering: SteeringBackend): Promise<void> {
+    const error = revertError(await steering.revert(plan));
     if (error) this.opts.log.error(error.message);
   }
 
-  private async uninstallTrust(): Promise<void> {
-    const store = await this.trustStore();
-    if (!this.trustPath || !store) return;
-    await uninstallCa(this.trustPath, store, this.opts.exec);
-    this.opts.log.info(`removed the CA from the trust store: ${this.trustPath}`);
-    this.trustPath = null;
+  /** Removes the capture-scoped anchor this capture added; a persistent install stays. */
+  private uninstallTrust(): Promise<void> {
+    return this.trust.releaseForCapture();
   }
 
   private async rollback(undo: Undo[]): Promise<void> {
@@ -235,7 +242,7 @@ export class CaptureService {
       const s = this.session;
       if (!s) return this.status();
       await s.monitor.stop();
-      await this.revertSteering(s.plan);
+      await this.revertSteering(s.plan, s.backend.steering);
       const closing = s.listeners.map((l) => closeListener(l));
       s.engine.closeAll();
       s.proxy.close();
@@ -257,8 +264,21 @@ export class CaptureService {
    * Undoes what a previous helper recorded and did not remove (it was killed), plus our table
    * and rules at their default marks in case the record itself was lost. Runs before anything else.
    */
-  repair(): Promise<string[]> {
+  async repair(): Promise<string[]> {
+    return (await this.repairReport()).removed;
+  }
+
+  /**
+   * repair() with the killed helper's session, for `helper.repair` and helper.info's
+   * `previousSession`. Refused while this helper captures: the record and the default-config rules
+   * are then the running session's own, and repairing would tear down a live capture behind its
+   * back (capture.stop is the way to remove those).
+   */
+  repairReport(): Promise<HelperRepairResult> {
     return this.serial(async () => {
+      if (this.session) {
+        throw new RpcError(ErrorCode.CaptureRunning, 'capture is running: its rules, routes and CA entry are in use, not orphaned; stop capture first (capture.stop removes them)');
+      }
       const done: string[] = [];
       const record = await readRecord(this.opts.stateDir);
       const configs: CaptureConfig[] = [{ ...CAPTURE_DEFAULTS, ports: [...CAPTURE_DEFAULTS.ports] }];
@@ -270,28 +290,33 @@ export class CaptureService {
         const key = routeSteps(plan).map((step) => step.del.join(' ')).join('\n');
         if (!plans.has(key)) plans.set(key, plan);
       }
+      // revert() deletes the table with nft's "add, then delete" idiom, which succeeds (and says
+      // "removed") whether or not the table was there: ask first, so the report names only what was.
+      const tables = new Set((await readSteeringState(this.opts.exec, configs[0]!)).nftTables.map((t) => `nft table ${t}`));
       for (const plan of plans.values()) {
         const report = await this.steering.revert(plan);
         for (const step of report.steps) {
-          if (step.outcome === 'removed') done.push(step.step);
-          if (step.outcome === 'failed') this.opts.log.error(`repair: ${step.step}: ${step.error ?? 'failed'}`);
+          const phantom = step.step.startsWith('nft table ') && !tables.delete(step.step);
+          if (step.outcome === 'removed' && !phantom) done.push(step.step);
+          // Without nft no nft table can exist (hosts on the iptables backend): nothing to report.
+          if (step.outcome === 'failed' && !/^nft is not installed/.test(step.error ?? '')) this.opts.log.error(`repair: ${step.step}: ${step.error ?? 'failed'}`);
         }
       }
-      // Every tproxy-* anchor is ours by name (trust/linux.ts); the record may be lost or stale.
-      const store = await this.trustStore();
-      const leftovers = new Set(store ? await findInstalledCas(store) : []);
-      if (record?.trust) leftovers.add(record.trust.path);
-      for (const path of store ? leftovers : []) {
-        try {
-          await uninstallCa(path, store!, this.opts.exec);
-          done.push(`trust-store entry ${path}`);
-        } catch (err) {
-          this.opts.log.error(`repair: removing ${path}: ${(err as Error).message}`);
-        }
-      }
+      // The iptables backend's chains (either flavour) and ipset are ours by name; the ip rules and
+      // routes both backends share were removed just above. The set goes last: chains of either
+      // flavour keep it busy. Failures are logged by IptablesSteering.
+      const ipt = IPTABLES_FLAVOURS.map((flavour) => new IptablesSteering(this.opts.exec, this.opts.log.child('firewall'), flavour));
+      const iptSteps = [];
+      for (const backend of ipt) iptSteps.push(...(await backend.revertChains()));
+      if (ipt[0]) iptSteps.push(await ipt[0].revertSet());
+      for (const step of iptSteps) if (step.outcome === 'removed') done.push(step.step);
+      // Capture-scoped anchors are ours by name (trust/linux.ts), the record may be lost or stale;
+      // the persistent install (ca.install) is kept.
+      done.push(...(await this.trust.repair(record?.trust?.path)));
       await clearRecord(this.opts.stateDir);
-      if (record) this.opts.log.warn(`repaired state left by helper pid ${record.pid}: ${done.join('; ') || 'nothing was left'}`);
-      return done;
+      if (!record) return { removed: done };
+      this.opts.log.warn(`repaired state left by helper pid ${record.pid}: ${done.join('; ') || 'nothing was left'}`);
+      return { removed: done, previous: previousSession(record, done) };
     });
   }
 
@@ -305,9 +330,9 @@ export class CaptureService {
       interceptCount: s?.engine.connectionCount ?? 0,
       listeners: s ? s.listeners.map((l) => ({ address: l.address, port: l.port })) : [],
       ...(s ? { config: s.config, startedAt: s.startedAt, interception: s.monitor.health() } : {}),
-      rules: s ? describePlan(s.plan) : [],
-      caInstalled: this.trustPath !== null,
-      ...(this.trustPath ? { trustStorePath: this.trustPath } : {}),
+      rules: s ? (s.backend.name === 'nft' ? describePlan(s.plan) : describeIptablesPlan(s.plan)) : [],
+      ...trustStatus(this.trust.state()),
+      ...(s ? { firewall: { backend: s.backend.name, reason: s.backend.reason } } : {}),
     };
   }
 
@@ -324,11 +349,63 @@ export class CaptureService {
       fingerprintSha256: ca.fingerprintSha256,
       subject: ca.subject,
       notAfter: ca.notAfter.toISOString(),
-      installed: this.trustPath !== null,
-      ...(this.trustPath ? { trustStorePath: this.trustPath } : {}),
+      ...this.trust.state(ca.serialHex),
       caPath: files.caPath,
       bundlePath: files.bundlePath,
       env: files.env,
     };
   }
+
+  /** ca.install: the persistent OS trust-store entry. */
+  caInstall(_params: CaInstallParams): Promise<CaGetResult> {
+    return this.serial(async () => {
+      await this.trust.install(await this.loadCa());
+      return this.ca();
+    });
+  }
+
+  /** ca.uninstall: the persistent entry; a running capture stays trusted. */
+  caUninstall(_params: CaUninstallParams): Promise<CaGetResult> {
+    return this.serial(async () => {
+      await this.trust.uninstall(await this.loadCa(), this.session !== null);
+      return this.ca();
+    });
+  }
+
+  /**
+   * ca.rotate: a new CA replaces the stored one and every trust entry moves to it. Refused while a
+   * capture runs: its engine and connections hold leaves of the current CA.
+   */
+  caRotate(): Promise<CaRotateResult> {
+    return this.serial(async () => {
+      if (this.session) throw new RpcError(ErrorCode.CaptureRunning, 'capture is running and serves leaves of the current CA; stop capture, then rotate');
+      const previous = await this.loadCa();
+      const next = await this.authority.generate();
+      await this.trust.rotate(next, async () => {
+        await this.authority.commit(next);
+      });
+      return { ...(await this.ca()), previousFingerprintSha256: previous.fingerprintSha256 };
+    });
+  }
+}
+
+/** capture.status's trust fields. */
+function trustStatus(t: TrustState): Pick<CaptureStatus, 'caInstalled' | 'trustStorePath'> {
+  return { caInstalled: t.installed, ...(t.trustStorePath ? { trustStorePath: t.trustStorePath } : {}) };
+}
+
+/** The report of a session a killed helper recorded; see PreviousSessionSchema for why it is not resumed. */
+function previousSession(record: AppliedRecord, removed: string[]): PreviousSession {
+  return {
+    pid: record.pid,
+    startedAt: record.startedAt,
+    ...(record.firewall ? { ports: [...record.firewall.ports] } : {}),
+    repairedAt: Date.now(),
+    removed: [...removed],
+    exchangesLost: true,
+    note:
+      `helper pid ${record.pid} stopped without cleaning up (killed or crashed) during a capture; ` +
+      `${removed.length > 0 ? 'what it left was removed' : 'it had left nothing to remove'}. Its exchanges lived only in its memory and are lost, ` +
+      'so the session was not resumed: start a new capture.',
+  };
 }

@@ -3,13 +3,13 @@ import { describe, it } from 'node:test';
 import { LiveExchange } from './live-exchange.js';
 import { ExchangeStore, type ExchangeEvent } from './store.js';
 
-function live(bodyCaptureLimit = 16): LiveExchange {
+function live(bodyCaptureLimit = 16, method = 'GET', url = 'https://upstream.test/'): LiveExchange {
   return new LiveExchange({
     client: { address: '198.18.0.1', port: 40000 },
     server: { address: '198.18.0.2', port: 443 },
     tls: { sni: 'upstream.test' },
-    method: 'GET',
-    url: 'https://upstream.test/',
+    method,
+    url,
     httpVersion: '1.1',
     headers: [['Host', 'upstream.test']],
     bodyCaptureLimit,
@@ -80,6 +80,77 @@ describe('ExchangeStore', () => {
     assert.equal(before.state, 'in-flight');
     assert.equal(before.request.body.size, 0);
     assert.equal(store.list(1).exchanges[0]!.request.body.size, 5);
+  });
+});
+
+describe('ExchangeStore filters and clear', () => {
+  /** 20 exchanges: even ids are POST to a.test, odd ones GET to b.test. */
+  function mixed(): ExchangeStore {
+    const store = new ExchangeStore({ maxCount: 100, maxBytes: 1e9 });
+    for (let i = 1; i <= 20; i++) store.add(i % 2 === 0 ? live(16, 'POST', `https://a.test/${i}`) : live(16, 'GET', `https://b.test/${i}`));
+    return store;
+  }
+
+  it('pages a filtered list by cursor without skipping or repeating', () => {
+    const store = mixed();
+    const seen: number[] = [];
+    let cursor: number | undefined;
+    for (let calls = 0; calls < 20; calls++) {
+      const page = store.list(3, cursor, { method: 'POST' });
+      seen.push(...page.exchanges.map((e) => e.id));
+      assert.ok(page.exchanges.every((e) => e.request.method === 'POST'));
+      cursor = page.nextCursor;
+      if (cursor === undefined) break;
+    }
+    assert.deepEqual(seen, [20, 18, 16, 14, 12, 10, 8, 6, 4, 2]);
+  });
+
+  it('bounds the scan of one call and resumes where it stopped', () => {
+    const store = mixed();
+    // 4 examined per call: ids 20..17, then 16..13, ... each holds two matches of host b.test.
+    const first = store.list(10, undefined, { host: 'b.test' }, 4);
+    assert.deepEqual(first.exchanges.map((e) => e.id), [19, 17]);
+    assert.equal(first.nextCursor, 17);
+    const second = store.list(10, first.nextCursor, { host: 'b.test' }, 4);
+    assert.deepEqual(second.exchanges.map((e) => e.id), [15, 13]);
+    // A filter nothing matches: short (empty) pages that still carry a cursor, until the oldest.
+    const none = store.list(10, undefined, { host: 'c.test' }, 8);
+    assert.deepEqual(none, { exchanges: [], nextCursor: 13 });
+    const tail = store.list(10, 5, { host: 'c.test' }, 8);
+    assert.deepEqual(tail, { exchanges: [] });
+  });
+
+  it('filters by status only once a response is known', () => {
+    const store = new ExchangeStore({ maxCount: 10, maxBytes: 1e9 });
+    const a = live();
+    const b = live();
+    store.add(a);
+    store.add(b);
+    a.setResponse({ status: 404, statusMessage: 'Not Found', httpVersion: '1.1', headers: [] });
+    store.update(a);
+    assert.deepEqual(store.list(10, undefined, { status: { min: 400, max: 499 } }).exchanges.map((e) => e.id), [a.id]);
+  });
+
+  it('clear empties the buffer, reports the count, tells clear listeners, and silences removed in-flight exchanges', () => {
+    const store = new ExchangeStore({ maxCount: 10, maxBytes: 1e9 });
+    const inflight = live();
+    store.add(inflight);
+    store.add(live());
+    const events: string[] = [];
+    store.subscribe((event, ex) => events.push(`${event}:${ex.id}`));
+    store.onClear((r) => events.push(`cleared:${r.removed}:${r.throughId}`));
+    assert.deepEqual(store.clear(), { removed: 2, throughId: 2 });
+    assert.equal(store.count, 0);
+    assert.equal(store.totalBytes, 0);
+    assert.deepEqual(store.list(10), { exchanges: [] });
+    inflight.complete();
+    store.finish(inflight); // still served on the wire, no longer kept or announced
+    const next = live();
+    store.add(next);
+    assert.equal(next.id, 3, 'ids stay monotonic across a clear');
+    assert.deepEqual(events, ['cleared:2:2', 'started:3']);
+    assert.equal(store.count, 1);
+    assert.deepEqual(store.clear(), { removed: 1, throughId: 3 });
   });
 });
 

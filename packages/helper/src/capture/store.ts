@@ -3,11 +3,17 @@
  * the events subscribers follow. Eviction drops the oldest exchanges first. Events are built (as
  * snapshots) only when someone listens, so capture costs nothing extra with no client attached.
  */
-import type { Exchange } from '@tproxy/protocol';
+import { EXCHANGES_LIST_SCAN_MAX, isEmptyFilter, matchesFilter, type Exchange, type ExchangeFilter } from '@tproxy/protocol';
 import type { LiveExchange } from './live-exchange.js';
 
 export type ExchangeEvent = 'started' | 'updated' | 'completed';
 export type ExchangeListener = (event: ExchangeEvent, exchange: Exchange) => void;
+/** What `clear()` did: how many were removed, and the highest id that existed then. */
+export interface ClearResult {
+  removed: number;
+  throughId: number;
+}
+export type ClearListener = (result: ClearResult) => void;
 
 export interface StoreLimits {
   /** Most exchanges kept. */
@@ -25,6 +31,9 @@ export class ExchangeStore {
   private bytes = 0;
   private nextId = 1;
   private readonly listeners = new Set<ExchangeListener>();
+  private readonly clearListeners = new Set<ClearListener>();
+  /** Exchanges up to this id were removed by clear(): their later events are not announced. */
+  private clearedThrough = 0;
 
   constructor(readonly limits: StoreLimits = DEFAULT_STORE_LIMITS) {}
 
@@ -51,8 +60,13 @@ export class ExchangeStore {
     return this.items.get(id);
   }
 
-  /** Newest first, ids strictly below `cursor` when given. */
-  list(limit: number, cursor?: number): { exchanges: Exchange[]; nextCursor?: number } {
+  /**
+   * Newest first, ids strictly below `cursor` when given, only those matching `filter`. With a
+   * filter, at most `scanMax` buffered exchanges are examined per call: if the page is not full by
+   * then, it is returned short with `nextCursor` at the last one examined, so paging goes on where
+   * the scan stopped and one call never walks the whole buffer.
+   */
+  list(limit: number, cursor?: number, filter?: ExchangeFilter, scanMax = EXCHANGES_LIST_SCAN_MAX): { exchanges: Exchange[]; nextCursor?: number } {
     const ids = [...this.items.keys()];
     let end = ids.length;
     if (cursor !== undefined) {
@@ -66,15 +80,51 @@ export class ExchangeStore {
       }
       end = lo;
     }
-    const start = Math.max(0, end - limit);
-    const page = ids.slice(start, end).reverse().map((id) => this.items.get(id)!.snapshot());
-    return start > 0 ? { exchanges: page, nextCursor: ids[start]! } : { exchanges: page };
+    if (isEmptyFilter(filter)) {
+      const start = Math.max(0, end - limit);
+      const page = ids.slice(start, end).reverse().map((id) => this.items.get(id)!.snapshot());
+      return start > 0 ? { exchanges: page, nextCursor: ids[start]! } : { exchanges: page };
+    }
+    const page: Exchange[] = [];
+    let i = end - 1;
+    for (let scanned = 0; i >= 0 && page.length < limit && scanned < scanMax; i--, scanned++) {
+      const snap = this.items.get(ids[i]!)!.snapshot();
+      if (matchesFilter(snap, filter)) page.push(snap);
+    }
+    // `i + 1` is the last index examined; older ones remain when it is above 0.
+    return i >= 0 ? { exchanges: page, nextCursor: ids[i + 1]! } : { exchanges: page };
   }
 
-  clear(): void {
+  /** Ids buffered right now, oldest first: what an export walks (an id may be gone when reached). */
+  ids(): number[] {
+    return [...this.items.keys()];
+  }
+
+  /**
+   * Empties the buffer and tells clear listeners. In-flight exchanges go on on the wire; their later
+   * updates are neither kept nor announced, so a subscriber that emptied its list on
+   * `exchanges.cleared` never sees rows the helper no longer has.
+   */
+  clear(): ClearResult {
+    const result = { removed: this.items.size, throughId: this.nextId - 1 };
     this.items.clear();
     this.sizes.clear();
     this.bytes = 0;
+    this.clearedThrough = result.throughId;
+    for (const l of this.clearListeners) {
+      try {
+        l(result);
+      } catch {
+        // As for exchange listeners: a listener's failure is its own.
+      }
+    }
+    return result;
+  }
+
+  /** Called after every clear(). Returns the unsubscribe function. */
+  onClear(listener: ClearListener): () => void {
+    this.clearListeners.add(listener);
+    return () => this.clearListeners.delete(listener);
   }
 
   get count(): number {
@@ -108,7 +158,7 @@ export class ExchangeStore {
   }
 
   private emit(event: ExchangeEvent, ex: LiveExchange): void {
-    if (this.listeners.size === 0) return;
+    if (this.listeners.size === 0 || ex.id <= this.clearedThrough) return;
     const snap = ex.snapshot();
     for (const l of this.listeners) {
       try {

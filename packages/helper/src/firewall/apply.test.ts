@@ -19,12 +19,23 @@ import { planSteering, RULE_PRIORITY } from './plan.js';
 const P = RULE_PRIORITY;
 const plan = (p: CaptureStartParams = {}) => planSteering(CaptureStartParamsSchema.parse(p));
 
+/** The read-only collision check (collision.ts) that apply runs before anything else. */
+const READS = [
+  'nft list tables',
+  'ip -N -j -4 rule show',
+  'ip -j -4 route show table 233',
+  'ip -N -j -6 rule show',
+  'ip -j -6 route show table 233',
+  'nft -j list ruleset',
+];
+
 const APPLY_ORDER = [
+  ...READS,
   'nft -c -f -',
   'ip -4 route add local 0.0.0.0/0 dev lo table 233',
   'ip -6 route add local ::/0 dev lo table 233',
-  `ip -4 rule add priority ${P} fwmark 0x2333 lookup 233`,
-  `ip -6 rule add priority ${P} fwmark 0x2333 lookup 233`,
+  `ip -4 rule add priority ${P} fwmark 0x2333/0x3fff lookup 233`,
+  `ip -6 rule add priority ${P} fwmark 0x2333/0x3fff lookup 233`,
   'nft -f -',
 ];
 
@@ -85,7 +96,7 @@ describe('Steering.apply', () => {
     const p = plan();
     await steering.apply(p);
     assert.deepEqual(k.exec.commands, APPLY_ORDER);
-    assert.equal(k.exec.calls[0]?.input, renderNftApply(p));
+    assert.equal(k.exec.calls[READS.length]?.input, renderNftApply(p));
     assert.equal(k.exec.calls.at(-1)?.input, renderNftApply(p));
     assert.equal(k.table, true);
     assert.equal(k.objects.size, 4);
@@ -94,9 +105,10 @@ describe('Steering.apply', () => {
   it('with ipv6 off touches IPv4 only', async () => {
     await steering.apply(plan({ ipv6: false }));
     assert.deepEqual(k.exec.commands, [
+      ...READS,
       'nft -c -f -',
       'ip -4 route add local 0.0.0.0/0 dev lo table 233',
-      `ip -4 rule add priority ${P} fwmark 0x2333 lookup 233`,
+      `ip -4 rule add priority ${P} fwmark 0x2333/0x3fff lookup 233`,
       'nft -f -',
     ]);
   });
@@ -112,8 +124,8 @@ describe('Steering.apply', () => {
     assert.equal(err.message, 'applying nft ruleset (table inet tproxy_helper): Error: Could not process rule: No such file or directory; rolled back');
     assert.ok(err.cause instanceof ExecError);
     assert.deepEqual(k.exec.commands.slice(APPLY_ORDER.length), [
-      `ip -6 rule del priority ${P} fwmark 0x2333 lookup 233`,
-      `ip -4 rule del priority ${P} fwmark 0x2333 lookup 233`,
+      `ip -6 rule del priority ${P} fwmark 0x2333/0x3fff lookup 233`,
+      `ip -4 rule del priority ${P} fwmark 0x2333/0x3fff lookup 233`,
       'ip -6 route del local ::/0 dev lo table 233',
       'ip -4 route del local 0.0.0.0/0 dev lo table 233',
     ]);
@@ -129,6 +141,7 @@ describe('Steering.apply', () => {
       message: 'adding ip -6 route local ::/0 dev lo table 233: RTNETLINK answers: Permission denied; rolled back',
     });
     assert.deepEqual(k.exec.commands, [
+      ...READS,
       'nft -c -f -',
       'ip -4 route add local 0.0.0.0/0 dev lo table 233',
       'ip -6 route add local ::/0 dev lo table 233',
@@ -143,18 +156,20 @@ describe('Steering.apply', () => {
       code: 'apply-failed',
       message: 'checking nft ruleset (table inet tproxy_helper): /dev/stdin:4:12-17: Error: syntax error',
     });
-    assert.deepEqual(k.exec.commands, ['nft -c -f -']);
+    assert.deepEqual(k.exec.commands, [...READS, 'nft -c -f -']);
   });
 
+  // The collision check normally reports such a rule first (collision.test.ts); EEXIST still covers
+  // one added between that check and our add.
   it('refuses to adopt an existing identical rule (EEXIST), leaves it in place and rolls back its own routes', async () => {
-    k.objects.set(`ip -4 rule priority ${P} fwmark 0x2333 lookup 233`, 1);
+    k.objects.set(`ip -4 rule priority ${P} fwmark 0x2333/0x3fff lookup 233`, 1);
     const err = await steering.apply(plan()).catch((e: unknown) => e);
     assert.ok(err instanceof FirewallError);
     assert.equal(err.code, 'apply-failed');
-    assert.match(err.message, /^adding ip -4 rule priority \d+ fwmark 0x2333 lookup 233: RTNETLINK answers: File exists \(already present/);
+    assert.match(err.message, /^adding ip -4 rule priority \d+ fwmark 0x2333\/0x3fff lookup 233: RTNETLINK answers: File exists \(already present/);
     assert.match(err.message, /tproxy-helper --cleanup/);
-    assert.deepEqual(k.exec.commands.slice(4), ['ip -6 route del local ::/0 dev lo table 233', 'ip -4 route del local 0.0.0.0/0 dev lo table 233']);
-    assert.deepEqual([...k.objects.keys()], [`ip -4 rule priority ${P} fwmark 0x2333 lookup 233`], 'the pre-existing rule is not ours to delete');
+    assert.deepEqual(k.exec.commands.slice(READS.length + 4), ['ip -6 route del local ::/0 dev lo table 233', 'ip -4 route del local 0.0.0.0/0 dev lo table 233']);
+    assert.deepEqual([...k.objects.keys()], [`ip -4 rule priority ${P} fwmark 0x2333/0x3fff lookup 233`], 'the pre-existing rule is not ours to delete');
   });
 
   it('reports a failed rollback in the error instead of hiding it', async () => {
@@ -198,10 +213,10 @@ describe('Steering.revert', () => {
     assert.equal(k.exec.calls[0]?.input, renderNftRevert());
     // Each del repeats until the kernel says it is gone: one success, then one "gone".
     assert.deepEqual(deletes, [
-      `ip -6 rule del priority ${P} fwmark 0x2333 lookup 233`,
-      `ip -6 rule del priority ${P} fwmark 0x2333 lookup 233`,
-      `ip -4 rule del priority ${P} fwmark 0x2333 lookup 233`,
-      `ip -4 rule del priority ${P} fwmark 0x2333 lookup 233`,
+      `ip -6 rule del priority ${P} fwmark 0x2333/0x3fff lookup 233`,
+      `ip -6 rule del priority ${P} fwmark 0x2333/0x3fff lookup 233`,
+      `ip -4 rule del priority ${P} fwmark 0x2333/0x3fff lookup 233`,
+      `ip -4 rule del priority ${P} fwmark 0x2333/0x3fff lookup 233`,
       'ip -6 route del local ::/0 dev lo table 233',
       'ip -6 route del local ::/0 dev lo table 233',
       'ip -4 route del local 0.0.0.0/0 dev lo table 233',
@@ -211,8 +226,8 @@ describe('Steering.revert', () => {
       report.steps.map((s) => [s.step, s.outcome, s.count]),
       [
         ['nft table inet tproxy_helper', 'removed', 1],
-        [`ip -6 rule priority ${P} fwmark 0x2333 lookup 233`, 'removed', 1],
-        [`ip -4 rule priority ${P} fwmark 0x2333 lookup 233`, 'removed', 1],
+        [`ip -6 rule priority ${P} fwmark 0x2333/0x3fff lookup 233`, 'removed', 1],
+        [`ip -4 rule priority ${P} fwmark 0x2333/0x3fff lookup 233`, 'removed', 1],
         ['ip -6 route local ::/0 dev lo table 233', 'removed', 1],
         ['ip -4 route local 0.0.0.0/0 dev lo table 233', 'removed', 1],
       ],
@@ -232,10 +247,10 @@ describe('Steering.revert', () => {
   });
 
   it('removes duplicates a crashed run left behind', async () => {
-    k.objects.set(`ip -4 rule priority ${P} fwmark 0x2333 lookup 233`, 3);
+    k.objects.set(`ip -4 rule priority ${P} fwmark 0x2333/0x3fff lookup 233`, 3);
     const report = await steering.revert(plan());
     assert.deepEqual(report.steps.find((s) => s.step.startsWith('ip -4 rule')), {
-      step: `ip -4 rule priority ${P} fwmark 0x2333 lookup 233`,
+      step: `ip -4 rule priority ${P} fwmark 0x2333/0x3fff lookup 233`,
       outcome: 'removed',
       count: 3,
     });
@@ -264,7 +279,7 @@ describe('Steering.revert', () => {
       report.steps.map((s) => s.outcome),
       ['failed', 'removed', 'failed', 'removed', 'removed'],
     );
-    assert.deepEqual([...k.objects.keys()], [`ip -4 rule priority ${P} fwmark 0x2333 lookup 233`]);
+    assert.deepEqual([...k.objects.keys()], [`ip -4 rule priority ${P} fwmark 0x2333/0x3fff lookup 233`]);
     const err = revertError(report);
     assert.ok(err instanceof FirewallError);
     assert.equal(err.code, 'revert-failed');
@@ -284,17 +299,17 @@ describe('Steering.verify', () => {
     '',
     '\tchain output {',
     '\t\ttype route hook output priority mangle; policy accept;',
-    '\t\tmeta mark 0x00000539 return',
-    '\t\ttcp dport @ports ct state new ct mark set 0x00002333',
-    '\t\tct mark 0x00002333 meta mark set 0x00002333',
+    '\t\tmeta mark & 0x00003fff == 0x00000539 return',
+    '\t\ttcp dport @ports ct state new ct mark set ct mark & 0xffffe333 | 0x00002333',
+    '\t\tct mark & 0x00003fff == 0x00002333 meta mark set meta mark & 0xffffe333 | 0x00002333',
     '\t}',
     '\tchain prerouting {',
-    '\t\tiifname "lo" tcp dport @ports meta mark 0x00002333 meta nfproto ipv4 tproxy ip to 127.0.0.1:8443 accept',
-    '\t\tiifname "lo" tcp dport @ports meta mark 0x00002333 meta nfproto ipv6 tproxy ip6 to [::1]:8443 accept',
+    '\t\tiifname "lo" tcp dport @ports meta mark & 0x00003fff == 0x00002333 meta nfproto ipv4 tproxy ip to 127.0.0.1:8443 accept',
+    '\t\tiifname "lo" tcp dport @ports meta mark & 0x00003fff == 0x00002333 meta nfproto ipv6 tproxy ip6 to [::1]:8443 accept',
     '\t}',
     '}',
   ].join('\n');
-  const RULES = (fwmask = '') =>
+  const RULES = (fwmask = '0x3fff') =>
     JSON.stringify([
       { priority: 0, src: 'all', table: '255' },
       { priority: P, src: 'all', fwmark: '0x2333', ...(fwmask ? { fwmask } : {}), table: '233' },
@@ -331,8 +346,23 @@ describe('Steering.verify', () => {
     const result = await new Steering(exec, capturingLogger().log).verify(plan());
     assert.deepEqual(result, {
       ok: false,
-      missing: ['nft table inet tproxy_helper', 'ip -4 route local 0.0.0.0/0 dev lo table 233', `ip -6 rule priority ${P} fwmark 0x2333 lookup 233`],
+      missing: ['nft table inet tproxy_helper', 'ip -4 route local 0.0.0.0/0 dev lo table 233', `ip -6 rule priority ${P} fwmark 0x2333/0x3fff lookup 233`],
     });
+  });
+
+  it('does not take a same-mark rule with the full mask (no fwmask listed) for ours', async () => {
+    const exec = new FakeExec();
+    exec.respond = responder({ 'ip -N -j -4 rule show': RULES('') });
+    const result = await new Steering(exec, capturingLogger().log).verify(plan());
+    assert.deepEqual(result.missing, [`ip -4 rule priority ${P} fwmark 0x2333/0x3fff lookup 233`]);
+  });
+
+  it('notices a rule that writes the whole mark instead of our bits only', async () => {
+    const exec = new FakeExec();
+    const whole = LISTING.replace('ct mark set ct mark & 0xffffe333 | 0x00002333', 'ct mark set 0x00002333');
+    exec.respond = responder({ 'nft list table inet tproxy_helper': whole });
+    const result = await new Steering(exec, capturingLogger().log).verify(plan());
+    assert.deepEqual(result.missing, ['nft inet tproxy_helper output: mark-new rule']);
   });
 
   it('notices a missing IPv6 listener rule inside an existing table', async () => {

@@ -10,10 +10,11 @@
 import { ExecError } from '../exec.js';
 import type { Exec } from '../exec.js';
 import type { Logger } from '../log.js';
+import { collisionError, findCollisions, readCollisionState } from './collision.js';
 import { FirewallError } from './errors.js';
 import type { FirewallErrorCode } from './errors.js';
 import { readSteeringState } from './inspect.js';
-import { renderNftApply, renderNftHeartbeat, renderNftRevert } from './nft.js';
+import { keepMask, renderNftApply, renderNftHeartbeat, renderNftRevert } from './nft.js';
 import { hex, NFT_PORTS_SET } from './plan.js';
 import type { NftRule, SteeringPlan } from './plan.js';
 import { routeSteps } from './routing.js';
@@ -86,11 +87,11 @@ function notInstalled(err: unknown): FirewallErrorCode | null {
 function listedNeedle(rule: NftRule): string {
   switch (rule.kind) {
     case 'bypass':
-      return `meta mark ${hex8(rule.bypassMark)} return`;
+      return `${listedCompare('meta mark', rule.mask, rule.bypassMark)} return`;
     case 'mark-new':
-      return `tcp dport @${NFT_PORTS_SET} ct state new ct mark set ${hex8(rule.mark)}`;
+      return listedSet('ct mark', rule.mask, rule.mark);
     case 'restore-mark':
-      return `ct mark ${hex8(rule.mark)} meta mark set ${hex8(rule.mark)}`;
+      return `${listedCompare('ct mark', rule.mask, rule.mark)} ${listedSet('meta mark', rule.mask, rule.mark)}`;
     case 'tproxy':
       return `tproxy ${rule.family === 'ipv6' ? 'ip6' : 'ip'} to `;
   }
@@ -98,6 +99,19 @@ function listedNeedle(rule: NftRule): string {
 
 function hex8(n: number): string {
   return `0x${n.toString(16).padStart(8, '0')}`;
+}
+
+/** `key and mask == value` as nft lists it: `key & 0x00003fff == 0x00002333`, or `key 0x00002333` under the full mask. */
+function listedCompare(key: string, mask: number, value: number): string {
+  return mask >>> 0 === 0xffffffff ? `${key} ${hex8(value)}` : `${key} & ${hex8(mask)} == ${hex8(value)}`;
+}
+
+/**
+ * `key set key and ~mask or mark` as nft lists it: it folds the mark into the `and` operand
+ * (`& 0xffffe333 | 0x00002333` for 0x2333 under 0x3fff), which leaves the same value.
+ */
+function listedSet(key: string, mask: number, mark: number): string {
+  return `${key} set ${key} & ${hex8((keepMask(mask) | mark) >>> 0)} | ${hex8(mark)}`;
 }
 
 /** Ports listed in `set ports { ... elements = { 80 timeout 8s expires 7s, 443 ... } }`; [] when none. */
@@ -121,8 +135,10 @@ export class Steering {
   ) {}
 
   /**
-   * Installs the plan. Order: `nft -c` dry run (a script the kernel rejects fails before anything
-   * changed), local routes, ip rules, then the nft table in one atomic transaction.
+   * Installs the plan. Order: collision check (collision.ts: an ip rule, route table or nft rule
+   * already using our priority, mark or table fails with FirewallError('collision') before anything
+   * changed), `nft -c` dry run (a script the kernel rejects fails before anything changed), local
+   * routes, ip rules, then the nft table in one atomic transaction.
    *
    * A route or rule that already exists (EEXIST) fails the apply instead of being deleted and
    * re-added: an identical entry is either a crashed run's leftover, which startup repair removes
@@ -132,6 +148,14 @@ export class Steering {
   async apply(plan: SteeringPlan): Promise<void> {
     const table = `table ${plan.table.family} ${plan.table.name}`;
     const script = renderNftApply(plan);
+    const state = await readCollisionState(this.exec, plan.config, plan.table.name);
+    for (const e of state.errors) this.log.warn(`collision check incomplete: ${e}`);
+    const collisions = findCollisions(plan, state);
+    if (collisions.length > 0) {
+      const err = collisionError(collisions);
+      this.log.error(err.message);
+      throw err;
+    }
     await this.runOrThrow(['nft', '-c', '-f', '-'], script, `checking nft ruleset (${table})`, []);
 
     const done: RouteStep[] = [];
@@ -231,7 +255,8 @@ export class Steering {
                 r.priority === spec.priority &&
                 r.fwmark !== undefined &&
                 Number(r.fwmark) === spec.mark &&
-                r.fwmask === undefined &&
+                // `ip -j rule show` omits fwmask when it is the full mask.
+                (r.fwmask === undefined ? 0xffffffff : Number(r.fwmask)) === spec.mask >>> 0 &&
                 r.table === String(spec.table),
             )
           : state.routes.some((r) => r.family === spec.family && r.type === 'local' && r.dst === 'default' && r.dev === 'lo');

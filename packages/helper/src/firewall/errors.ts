@@ -1,6 +1,6 @@
 /**
  * The firewall's error vocabulary: one class with a stable `code`, so the RPC layer can map it in one
- * place (apply-failed → ErrorCode.FirewallApplyFailed) without parsing messages. Every message says
+ * place (apply-failed → ErrorCode.FirewallApplyFailed, collision → ErrorCode.FirewallCollision) without parsing messages. Every message says
  * what was being attempted followed by the command's stderr, e.g.
  * `applying nft ruleset (table inet tproxy_helper): <stderr>`; the original error stays in `cause`.
  * This module owns no behaviour: it must not log, retry or run anything.
@@ -16,7 +16,15 @@ export type FirewallErrorCode =
   /** The `nft` binary is not installed (exec ENOENT). */
   | 'nft-missing'
   /** The `ip` binary (iproute2) is not installed (exec ENOENT). */
-  | 'ip-missing';
+  | 'ip-missing'
+  /**
+   * A rule, mark or route table we would use is already used by someone else (collision.ts);
+   * found before anything was applied, so nothing changed. The message names each collision and
+   * how to avoid it.
+   */
+  | 'collision'
+  /** The scope cannot be rendered as asked (an empty uid list, a cgroup path nft cannot quote). */
+  | 'invalid-scope';
 
 export class FirewallError extends Error {
   override readonly name = 'FirewallError';

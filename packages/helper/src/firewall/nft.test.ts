@@ -8,15 +8,27 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { CaptureStartParamsSchema } from '@tproxy/protocol';
 import type { CaptureStartParams } from '@tproxy/protocol';
-import { renderNftApply, renderNftHeartbeat, renderNftRevert } from './nft.js';
+import { FirewallError } from './errors.js';
+import { keepMask, renderNftApply, renderNftHeartbeat, renderNftRevert } from './nft.js';
 import { planSteering } from './plan.js';
+import type { SteeringScope } from './plan.js';
 
 const GOLDEN_CASES: Record<string, CaptureStartParams> = {
   default: {},
   'multi-port': { ports: [443, 8443, 80], listenPort: 9443, mark: 0x100, bypassMark: 0x200, routeTable: 100 },
   'ipv4-only': { ipv6: false },
   'custom-listeners': { listenV4: '127.0.0.2', listenV6: 'fd00::1', listenPort: 15001 },
+  'wide-mask': { markMask: 0xffff00, mark: 0x2300, bypassMark: 0x500 },
+  scoped: {},
 };
+
+/** Scopes of the golden cases that have one (as the capture service resolves them). */
+const GOLDEN_SCOPES: Record<string, SteeringScope> = {
+  // A hybrid host's path (cgroup2 at /sys/fs/cgroup/unified); kernel.test.ts creates this cgroup to nft -c it.
+  scoped: { uids: [0, 1000], cgroup: { path: 'tproxy-golden-test', level: 1, nftPath: 'unified/tproxy-golden-test' } },
+};
+
+const planFor = (params: CaptureStartParams, scope: SteeringScope = {}) => planSteering(CaptureStartParamsSchema.parse(params), scope);
 
 function golden(name: string, actual: string): void {
   const url = new URL(`./testdata/${name}.nft`, import.meta.url);
@@ -27,9 +39,44 @@ function golden(name: string, actual: string): void {
 describe('renderNftApply', () => {
   for (const [name, params] of Object.entries(GOLDEN_CASES)) {
     it(`matches the golden script: ${name}`, () => {
-      golden(name, renderNftApply(planSteering(CaptureStartParamsSchema.parse(params))));
+      golden(name, renderNftApply(planFor(params, GOLDEN_SCOPES[name])));
     });
   }
+
+  it('sets and compares only the bits of the mark mask', () => {
+    const script = renderNftApply(planFor({}));
+    assert.equal(keepMask(0x3fff), 0xffffc000);
+    assert.ok(script.includes('meta mark and 0x3fff == 0x539 return'), script);
+    assert.ok(script.includes('ct state new ct mark set ct mark and 0xffffc000 or 0x2333'), script);
+    assert.ok(script.includes('ct mark and 0x3fff == 0x2333 meta mark set meta mark and 0xffffc000 or 0x2333'), script);
+    assert.equal(script.match(/meta mark and 0x3fff == 0x2333 meta nfproto/g)?.length, 2, script);
+    assert.doesNotMatch(script, /mark set 0x|mark 0x2333 /, 'no mark is written or compared whole');
+  });
+
+  it('restricts only the mark-new rule to the scope: uids, cgroup, or both', () => {
+    const cgroup = { path: 'system.slice/nginx.service', level: 2, nftPath: 'unified/system.slice/nginx.service' };
+    const markNew = (scope: SteeringScope) => renderNftApply(planFor({}, scope)).split('\n').filter((l) => l.includes('ct state new'));
+    assert.deepEqual(markNew({ uids: [1000] }), ['    meta l4proto tcp tcp dport @ports ct state new meta skuid 1000 ct mark set ct mark and 0xffffc000 or 0x2333']);
+    assert.deepEqual(markNew({ uids: [0, 1000] }), ['    meta l4proto tcp tcp dport @ports ct state new meta skuid { 0, 1000 } ct mark set ct mark and 0xffffc000 or 0x2333']);
+    assert.deepEqual(markNew({ cgroup }), [
+      '    meta l4proto tcp tcp dport @ports ct state new socket cgroupv2 level 2 "unified/system.slice/nginx.service" ct mark set ct mark and 0xffffc000 or 0x2333',
+    ]);
+    assert.match(markNew({ uids: [7], cgroup })[0] ?? '', /ct state new meta skuid 7 socket cgroupv2 level 2 "unified\/system\.slice\/nginx\.service" ct mark set/);
+    const unscoped = renderNftApply(planFor({}));
+    assert.doesNotMatch(unscoped, /skuid|cgroupv2/);
+    const scoped = renderNftApply(planFor({}, { uids: [1000], cgroup }));
+    assert.equal(scoped.match(/skuid/g)?.length, 1, 'only the mark-new rule is scoped (restore and tproxy follow the mark)');
+  });
+
+  it('refuses a cgroup path nft cannot quote instead of rendering it', () => {
+    for (const nftPath of ['unified/a"b', 'unified/a\\b', 'unified/a\nb']) {
+      assert.throws(
+        () => renderNftApply(planFor({}, { cgroup: { path: nftPath, level: 2, nftPath } })),
+        (e: unknown) => e instanceof FirewallError && e.code === 'invalid-scope' && /nft cannot express/.test(e.message),
+        nftPath,
+      );
+    }
+  });
 
   it('starts by resetting our table so one transaction replaces it atomically', () => {
     const lines = renderNftApply(planSteering(CaptureStartParamsSchema.parse({}))).split('\n');
@@ -45,7 +92,7 @@ describe('renderNftApply', () => {
 describe('renderNftHeartbeat', () => {
   for (const name of ['default', 'multi-port']) {
     it(`matches the golden script: ${name}.heartbeat`, () => {
-      golden(`${name}.heartbeat`, renderNftHeartbeat(planSteering(CaptureStartParamsSchema.parse(GOLDEN_CASES[name]))));
+      golden(`${name}.heartbeat`, renderNftHeartbeat(planFor(GOLDEN_CASES[name] ?? {})));
     });
   }
 

@@ -15,9 +15,16 @@
  * element has expired (checked on nft 1.0.6 / Linux 6.18), `flush set` never does. The heartbeat
  * never declares the table or the set, so it cannot resurrect a table someone else deleted: it
  * fails instead ("No such file or directory") and the helper reports the loss.
+ *
+ * Marks under a mask: `meta mark and MASK == MARK` compares only our bits, and
+ * `ct mark set ct mark and ~MASK or MARK` writes only them (nft lists the latter folded as
+ * `ct mark & (~MASK | MARK) | MARK`, the same value). Scope: `meta skuid` and
+ * `socket cgroupv2 level N "PATH"` on the mark-new rule only; both match in a `type route hook
+ * output` chain for locally created sockets (checked on Linux 6.18 / nft 1.0.6, kernel.test.ts).
  */
+import { FirewallError } from './errors.js';
 import { hex, NFT_PORTS_SET, NFT_TABLE_FAMILY, NFT_TABLE_NAME } from './plan.js';
-import type { IpFamily, NftChain, NftRule, SteeringPlan } from './plan.js';
+import type { IpFamily, NftChain, NftRule, SteeringPlan, SteeringScope } from './plan.js';
 
 const INDENT = '  ';
 
@@ -29,23 +36,48 @@ function resetLines(family: string, name: string): string[] {
   return [`table ${family} ${name} {}`, `delete table ${family} ${name}`];
 }
 
+/** The bits outside the mask, as the `and` operand that keeps them. */
+export function keepMask(mask: number): number {
+  return ~mask >>> 0;
+}
+
+/**
+ * A cgroup path as an nft string literal. nft has no escape inside "...", so a path with `"` or
+ * `\` cannot be expressed (and must never reach the script, where it could end the string early).
+ */
+function quotedCgroup(path: string): string {
+  // eslint-disable-next-line no-control-regex
+  if (/["\\\x00-\x1f\x7f]/.test(path)) {
+    throw new FirewallError('invalid-scope', `scope cgroup "${path}" contains a quote, backslash or control character, which nft cannot express; move the processes to a cgroup with a plain name`);
+  }
+  return `"${path}"`;
+}
+
+/** `meta skuid { 0, 1000 } socket cgroupv2 level 2 "unified/a/b" ` (each part only when scoped). */
+function renderScope(scope: SteeringScope): string {
+  const parts: string[] = [];
+  if (scope.uids) parts.push(scope.uids.length === 1 ? `meta skuid ${scope.uids[0]}` : `meta skuid { ${scope.uids.join(', ')} }`);
+  if (scope.cgroup) parts.push(`socket cgroupv2 level ${scope.cgroup.level} ${quotedCgroup(scope.cgroup.nftPath)}`);
+  return parts.map((p) => `${p} `).join('');
+}
+
 function renderRule(rule: NftRule): string {
   const set = `@${NFT_PORTS_SET}`;
   switch (rule.kind) {
     case 'bypass':
-      return `meta mark ${hex(rule.bypassMark)} return`;
+      return `meta mark and ${hex(rule.mask)} == ${hex(rule.bypassMark)} return`;
     case 'mark-new': {
       const fam = rule.family ? `meta nfproto ${NFPROTO[rule.family]} ` : '';
-      return `${fam}meta l4proto tcp tcp dport ${set} ct state new ct mark set ${hex(rule.mark)}`;
+      return `${fam}meta l4proto tcp tcp dport ${set} ct state new ${renderScope(rule.scope)}ct mark set ct mark and ${hex(keepMask(rule.mask))} or ${hex(rule.mark)}`;
     }
     case 'restore-mark': {
       const fam = rule.family ? `meta nfproto ${NFPROTO[rule.family]} ` : '';
-      return `${fam}ct mark ${hex(rule.mark)} meta mark set ${hex(rule.mark)}`;
+      return `${fam}ct mark and ${hex(rule.mask)} == ${hex(rule.mark)} meta mark set meta mark and ${hex(keepMask(rule.mask))} or ${hex(rule.mark)}`;
     }
     case 'tproxy': {
       const to = rule.family === 'ipv6' ? `[${rule.address}]:${rule.port}` : `${rule.address}:${rule.port}`;
       return (
-        `iifname "lo" meta l4proto tcp tcp dport ${set} meta mark ${hex(rule.mark)} ` +
+        `iifname "lo" meta l4proto tcp tcp dport ${set} meta mark and ${hex(rule.mask)} == ${hex(rule.mark)} ` +
         `meta nfproto ${NFPROTO[rule.family]} tproxy ${TPROXY_FAMILY[rule.family]} to ${to} accept`
       );
     }

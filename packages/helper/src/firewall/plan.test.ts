@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CaptureStartParamsSchema } from '@tproxy/protocol';
 import type { CaptureConfig, CaptureStartParams } from '@tproxy/protocol';
+import { FirewallError } from './errors.js';
 import { describePlan, hex, NFT_TABLE_NAME, planSteering, RULE_PRIORITY } from './plan.js';
 
 const config = (p: CaptureStartParams = {}): CaptureConfig => CaptureStartParamsSchema.parse(p);
@@ -14,7 +15,7 @@ describe('planSteering', () => {
       output?.rules.map((r) => r.explain()),
       [
         "let the helper's own upstream connections (marked 0x539) pass untouched, so nothing is intercepted twice",
-        "mark new TCP connections from this host to port 443 with 0x2333 (except the helper's own, marked 0x539)",
+        "mark new TCP connections from this host to port 443 with 0x2333 (except the helper's own, marked 0x539), changing only mark bits 0x3fff",
         'give every packet of a connection marked 0x2333 the same packet mark, so policy routing sends it to table 233',
       ],
     );
@@ -30,8 +31,8 @@ describe('planSteering', () => {
       [
         'deliver every IPv4 destination looked up in route table 233 to this host (local 0.0.0.0/0 dev lo)',
         'deliver every IPv6 destination looked up in route table 233 to this host (local ::/0 dev lo)',
-        `send IPv4 packets marked 0x2333 to route table 233 (ip rule priority ${RULE_PRIORITY})`,
-        `send IPv6 packets marked 0x2333 to route table 233 (ip rule priority ${RULE_PRIORITY})`,
+        `send IPv4 packets marked 0x2333 to route table 233 (ip rule priority ${RULE_PRIORITY}, fwmark 0x2333/0x3fff)`,
+        `send IPv6 packets marked 0x2333 to route table 233 (ip rule priority ${RULE_PRIORITY}, fwmark 0x2333/0x3fff)`,
       ],
     );
   });
@@ -69,6 +70,33 @@ describe('planSteering', () => {
     assert.equal(markNew?.kind === 'mark-new' && markNew.family, 'ipv4');
     assert.equal(restore?.kind === 'restore-mark' && restore.family, 'ipv4');
     assert.match(markNew?.explain() ?? '', /^mark new IPv4 TCP connections/);
+  });
+
+  it('carries the mark mask on every rule that sets or compares a mark', () => {
+    const plan = planSteering(config({ markMask: 0xff00, mark: 0x100, bypassMark: 0x200 }));
+    const masks = [...plan.chains.flatMap((c) => c.rules), ...plan.routing.filter((r) => r.kind === 'fwmark-rule')].map((r) => ('mask' in r ? r.mask : null));
+    assert.deepEqual(masks, [0xff00, 0xff00, 0xff00, 0xff00, 0xff00, 0xff00, 0xff00]);
+    assert.equal(plan.config.markMask, 0xff00);
+  });
+
+  it('scopes the mark-new rule and says whose connections it takes', () => {
+    const cgroup = { path: 'system.slice/nginx.service', level: 2, nftPath: 'unified/system.slice/nginx.service' };
+    const markNew = (scope: Parameters<typeof planSteering>[1]) => planSteering(config(), scope).chains[0]?.rules[1];
+    assert.deepEqual(planSteering(config()).scope, {});
+    const one = markNew({ uids: [1000] });
+    assert.deepEqual(one?.kind === 'mark-new' && one.scope, { uids: [1000] });
+    assert.match(one?.explain() ?? '', /^mark new TCP connections from processes of uid 1000 to port 443 with 0x2333/);
+    assert.match(markNew({ uids: [0, 1000] })?.explain() ?? '', /from processes of uids 0, 1000 to port 443/);
+    assert.match(markNew({ cgroup })?.explain() ?? '', /from processes in cgroup system\.slice\/nginx\.service to port 443/);
+    assert.match(markNew({ uids: [1000], cgroup })?.explain() ?? '', /from processes of uid 1000 in cgroup system\.slice\/nginx\.service to/);
+  });
+
+  it('refuses a scope that would widen silently or cannot be rendered', () => {
+    const invalid = (e: unknown) => e instanceof FirewallError && e.code === 'invalid-scope';
+    assert.throws(() => planSteering(config(), { uids: [] }), (e: unknown) => invalid(e) && /name at least one uid/.test((e as Error).message));
+    assert.throws(() => planSteering(config(), { uids: [-1] }), invalid);
+    assert.throws(() => planSteering(config(), { uids: [1.5] }), invalid);
+    assert.throws(() => planSteering(config(), { cgroup: { path: 'x', level: 0, nftPath: 'x' } }), invalid);
   });
 
   it('renders marks as hex', () => {

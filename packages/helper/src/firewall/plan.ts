@@ -7,17 +7,23 @@
  * (apply.ts is the only module that changes the kernel).
  *
  * How a connection is taken, end to end:
- *   1. OUTPUT (type route): a NEW local TCP connection to a chosen port gets conntrack mark `mark`;
- *      every packet of such a connection gets skb mark `mark`. A `type route` chain makes the kernel
- *      re-route a packet whose mark changed (ip_route_me_harder), which is what lets step 2 apply.
+ *   1. OUTPUT (type route): a NEW local TCP connection to a chosen port (from a process in scope)
+ *      gets conntrack mark `mark`; every packet of such a connection gets skb mark `mark`. A
+ *      `type route` chain makes the kernel re-route a packet whose mark changed
+ *      (ip_route_me_harder), which is what lets step 2 apply.
  *   2. `ip rule fwmark <mark> lookup <table>` + `local default dev lo` in that table: the marked
  *      packet is "delivered locally", i.e. looped back onto lo instead of leaving the host.
  *   3. PREROUTING on lo: the nft `tproxy` expression assigns the packet to the helper's
  *      IP_TRANSPARENT listener without rewriting its destination, so the helper reads the original
  *      destination with getsockname().
  * The helper's upstream sockets carry SO_MARK `bypassMark`, which step 1 returns on first (anti-loop).
+ *
+ * Marks live under `config.markMask`: every rule sets only the bits of the mask (`and ~mask or mark`)
+ * and compares only them (`and mask == mark`, `fwmark mark/mask`), so the bits other users of
+ * fwmarks own (VPNs, Docker, Tailscale, kube-proxy) pass through untouched and never stop a match.
  */
 import type { CaptureConfig } from '@tproxy/protocol';
+import { FirewallError } from './errors.js';
 
 /** Our own nft table. Not `tproxy`: that word is an nft keyword and fails to parse as a table name (nft 1.0.6). */
 export const NFT_TABLE_NAME = 'tproxy_helper';
@@ -58,7 +64,10 @@ export type IpFamily = 'ipv4' | 'ipv6';
  * process.
  */
 export interface SteeringScope {
-  /** Only sockets owned by these uids (nft `meta skuid`, iptables `-m owner --uid-owner`). */
+  /**
+   * Only sockets owned by these uids (nft `meta skuid`, iptables `-m owner --uid-owner`). When
+   * present it must name at least one uid: planSteering rejects `[]` rather than read it as "all".
+   */
   readonly uids?: readonly number[];
   /** Only sockets created by processes in this cgroup v2 subtree. */
   readonly cgroup?: {
@@ -83,6 +92,8 @@ interface Explained {
 export interface BypassRule extends Explained {
   readonly kind: 'bypass';
   readonly bypassMark: number;
+  /** Compared under this mask only (`meta mark and mask == bypassMark`). */
+  readonly mask: number;
 }
 
 /**
@@ -93,15 +104,21 @@ export interface MarkNewRule extends Explained {
   readonly kind: 'mark-new';
   readonly mark: number;
   readonly bypassMark: number;
+  /** Only these bits of the conntrack mark are written: `ct mark set ct mark and ~mask or mark`. */
+  readonly mask: number;
   readonly ports: readonly number[];
   /** Restrict to one family (IPv4 when `ipv6` is off); undefined means both. */
   readonly family?: IpFamily;
+  /** Only connections of these sockets (the plan's scope); `{}` means every local process. */
+  readonly scope: SteeringScope;
 }
 
 /** Copy the conntrack mark to every packet of a taken connection, so all of them are re-routed. */
 export interface RestoreMarkRule extends Explained {
   readonly kind: 'restore-mark';
   readonly mark: number;
+  /** Matches `ct mark and mask == mark` and writes only these bits of the packet mark. */
+  readonly mask: number;
   readonly table: number;
   readonly family?: IpFamily;
 }
@@ -116,6 +133,8 @@ export interface TproxyRule extends Explained {
   readonly kind: 'tproxy';
   readonly family: IpFamily;
   readonly mark: number;
+  /** Matches `meta mark and mask == mark`. */
+  readonly mask: number;
   readonly ports: readonly number[];
   readonly address: string;
   readonly port: number;
@@ -145,12 +164,14 @@ export interface LocalRouteSpec extends Explained {
   readonly table: number;
 }
 
-/** `ip rule add priority <p> fwmark <mark> lookup <table>`: marked packets consult our table. */
+/** `ip rule add priority <p> fwmark <mark>/<mask> lookup <table>`: marked packets consult our table. */
 export interface FwmarkRuleSpec extends Explained {
   readonly kind: 'fwmark-rule';
   readonly family: IpFamily;
   readonly priority: number;
   readonly mark: number;
+  /** The rule compares only these bits (ip-rule(8) `fwmark MARK/MASK`). */
+  readonly mask: number;
   readonly table: number;
 }
 
@@ -187,8 +208,36 @@ function endpoint(family: IpFamily, address: string, port: number): string {
   return family === 'ipv6' ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
+/** "from this host", "from uid 1000", "from uids 0, 1000 in cgroup system.slice/x.service", ... */
+function whose(scope: SteeringScope): string {
+  const uids = scope.uids ? `${scope.uids.length === 1 ? 'uid' : 'uids'} ${scope.uids.join(', ')}` : '';
+  const cgroup = scope.cgroup ? `in cgroup ${scope.cgroup.path}` : '';
+  if (uids && cgroup) return `from processes of ${uids} ${cgroup}`;
+  if (uids) return `from processes of ${uids}`;
+  if (cgroup) return `from processes ${cgroup}`;
+  return 'from this host';
+}
+
+/**
+ * Rejects a scope no backend can render faithfully. An empty uid list would otherwise render as no
+ * uid match at all, i.e. widen a capture restricted to some users to every user.
+ */
+function checkScope(scope: SteeringScope): void {
+  if (scope.uids && scope.uids.length === 0) {
+    throw new FirewallError('invalid-scope', 'scope.uids is empty: name at least one uid, or omit uids to take every user\'s connections');
+  }
+  for (const uid of scope.uids ?? []) {
+    if (!Number.isInteger(uid) || uid < 0 || uid > 0xfffffffe) throw new FirewallError('invalid-scope', `scope.uids: ${uid} is not a uid (0..4294967294)`);
+  }
+  const cg = scope.cgroup;
+  if (cg && (!Number.isInteger(cg.level) || cg.level < 1 || cg.path === '')) {
+    throw new FirewallError('invalid-scope', `scope.cgroup "${cg.path}" must name a cgroup below the root (level ${cg.level})`);
+  }
+}
+
 export function planSteering(config: CaptureConfig, scope: SteeringScope = {}): SteeringPlan {
-  const { mark, bypassMark, routeTable: table, listenPort } = config;
+  checkScope(scope);
+  const { mark, bypassMark, markMask: mask, routeTable: table, listenPort } = config;
   const ports = [...new Set(config.ports)].sort((a, b) => a - b);
   const families: IpFamily[] = config.ipv6 ? ['ipv4', 'ipv6'] : ['ipv4'];
   /** With IPv6 off the output chain must not mark IPv6 connections it cannot hand to any listener. */
@@ -199,20 +248,25 @@ export function planSteering(config: CaptureConfig, scope: SteeringScope = {}): 
     {
       kind: 'bypass',
       bypassMark,
+      mask,
       explain: () => `let the helper's own upstream connections (marked ${hex(bypassMark)}) pass untouched, so nothing is intercepted twice`,
     },
     {
       kind: 'mark-new',
       mark,
       bypassMark,
+      mask,
       ports,
       ...(only ? { family: only } : {}),
+      scope,
       explain: () =>
-        `mark new ${familyWord}TCP connections from this host to ${portList(ports)} with ${hex(mark)} (except the helper's own, marked ${hex(bypassMark)})`,
+        `mark new ${familyWord}TCP connections ${whose(scope)} to ${portList(ports)} with ${hex(mark)} (except the helper's own, marked ${hex(bypassMark)}), ` +
+        `changing only mark bits ${hex(mask)}`,
     },
     {
       kind: 'restore-mark',
       mark,
+      mask,
       table,
       ...(only ? { family: only } : {}),
       explain: () => `give every packet of a connection marked ${hex(mark)} the same packet mark, so policy routing sends it to table ${table}`,
@@ -225,6 +279,7 @@ export function planSteering(config: CaptureConfig, scope: SteeringScope = {}): 
       kind: 'tproxy',
       family,
       mark,
+      mask,
       ports,
       address,
       port: listenPort,
@@ -245,8 +300,10 @@ export function planSteering(config: CaptureConfig, scope: SteeringScope = {}): 
     family,
     priority: RULE_PRIORITY,
     mark,
+    mask,
     table,
-    explain: () => `send ${FAMILY_NAME[family]} packets marked ${hex(mark)} to route table ${table} (ip rule priority ${RULE_PRIORITY})`,
+    explain: () =>
+      `send ${FAMILY_NAME[family]} packets marked ${hex(mark)} to route table ${table} (ip rule priority ${RULE_PRIORITY}, fwmark ${hex(mark)}/${hex(mask)})`,
   }));
 
   return {

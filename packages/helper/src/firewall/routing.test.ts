@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CaptureStartParamsSchema } from '@tproxy/protocol';
+import { CaptureConfigSchema, CaptureStartParamsSchema } from '@tproxy/protocol';
 import { planSteering, RULE_PRIORITY } from './plan.js';
 import { routeSteps } from './routing.js';
 
@@ -13,14 +13,14 @@ describe('routeSteps', () => {
       [
         'ip -4 route add local 0.0.0.0/0 dev lo table 233',
         'ip -6 route add local ::/0 dev lo table 233',
-        `ip -4 rule add priority ${RULE_PRIORITY} fwmark 0x2333 lookup 233`,
-        `ip -6 rule add priority ${RULE_PRIORITY} fwmark 0x2333 lookup 233`,
+        `ip -4 rule add priority ${RULE_PRIORITY} fwmark 0x2333/0x3fff lookup 233`,
+        `ip -6 rule add priority ${RULE_PRIORITY} fwmark 0x2333/0x3fff lookup 233`,
       ],
     );
   });
 
   it('pairs every add with its exact inverse: same argv, only the verb differs', () => {
-    for (const params of [{}, { ipv6: false }, { mark: 0xfffffffe, routeTable: 2147483647 }]) {
+    for (const params of [{}, { ipv6: false }, { mark: 0xfffffffe, markMask: 0xffffffff, routeTable: 2147483647 }]) {
       for (const step of steps(params)) {
         const verb = step.add.indexOf('add');
         assert.ok(verb > 0, step.label);
@@ -37,7 +37,20 @@ describe('routeSteps', () => {
   it('labels steps the way errors and reports name them', () => {
     assert.deepEqual(
       steps({ ipv6: false, mark: 0x10, routeTable: 7 }).map((s) => s.label),
-      ['ip -4 route local 0.0.0.0/0 dev lo table 7', `ip -4 rule priority ${RULE_PRIORITY} fwmark 0x10 lookup 7`],
+      ['ip -4 route local 0.0.0.0/0 dev lo table 7', `ip -4 rule priority ${RULE_PRIORITY} fwmark 0x10/0x3fff lookup 7`],
     );
+  });
+
+  it('names the mask in add and del, so del removes our masked rule and never a same-mark rule with another mask', () => {
+    const [rule] = steps({ ipv6: false, markMask: 0xff0, mark: 0x230, bypassMark: 0x540 }).filter((s) => s.spec.kind === 'fwmark-rule');
+    assert.deepEqual(rule?.del, ['ip', '-4', 'rule', 'del', 'priority', String(RULE_PRIORITY), 'fwmark', '0x230/0xff0', 'lookup', '233']);
+  });
+
+  it('removes a rule recorded before masks existed with the full mask, as it was added', () => {
+    const { markMask: _omitted, ...legacy } = CaptureStartParamsSchema.parse({ ipv6: false });
+    const config = CaptureConfigSchema.parse(legacy);
+    assert.equal(config.markMask, 0xffffffff);
+    const [rule] = routeSteps(planSteering(config)).filter((s) => s.spec.kind === 'fwmark-rule');
+    assert.deepEqual(rule?.del.slice(6, 8), ['fwmark', '0x2333/0xffffffff']);
   });
 });

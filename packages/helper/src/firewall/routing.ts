@@ -8,7 +8,7 @@ import { hex } from './plan.js';
 import type { IpFamily, RoutingSpec, SteeringPlan } from './plan.js';
 
 export interface RouteStep {
-  /** Human label used in logs and error messages, e.g. "ip -4 rule priority 4233 fwmark 0x2333 lookup 233". */
+  /** Human label used in logs and error messages, e.g. "ip -4 rule priority 4233 fwmark 0x2333/0x3fff lookup 233". */
   readonly label: string;
   /** The plan item this step installs. */
   readonly spec: RoutingSpec;
@@ -31,7 +31,9 @@ function stepFor(spec: RoutingSpec): RouteStep {
       del: ['ip', flag, 'route', 'del', ...object],
     };
   }
-  const selector = ['priority', String(spec.priority), 'fwmark', hex(spec.mark), 'lookup', String(spec.table)];
+  // The mask is part of the selector on both sides: `del` without it would only match a rule with
+  // the full mask (iproute2 sends 0xffffffff), and with it never removes someone else's masked rule.
+  const selector = ['priority', String(spec.priority), 'fwmark', `${hex(spec.mark)}/${hex(spec.mask)}`, 'lookup', String(spec.table)];
   return {
     label: `ip ${flag} rule ${selector.join(' ')}`,
     spec,

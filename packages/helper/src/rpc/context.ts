@@ -3,8 +3,10 @@
  * from anything the caller said), what they may do, their connection (for subscriptions), and the
  * helper's services. Handlers stay thin; the logic lives in the services.
  */
-import type { CaGetResult, CaptureConfig, CaptureStatus, HelperInfoResult } from '@tproxy/protocol';
+import type { CaGetResult, CaInstallParams, CaRotateResult, CaUninstallParams, CaptureConfig, CaptureStatus, ExchangeFilter, HelperInfoResult, HelperRepairResult } from '@tproxy/protocol';
+import type { RunManager } from '../capture/run.js';
 import type { ExchangeStore } from '../capture/store.js';
+import type { Policy } from '../policy.js';
 import type { Logger } from '../log.js';
 
 export interface PeerIdentity {
@@ -24,20 +26,44 @@ export interface CaptureControl {
   stop(): Promise<CaptureStatus>;
   status(): CaptureStatus;
   ca(): Promise<CaGetResult>;
+  /** ca.install: persistent OS trust-store entry. */
+  caInstall(params: CaInstallParams): Promise<CaGetResult>;
+  /** ca.uninstall: the persistent OS trust-store entry. */
+  caUninstall(params: CaUninstallParams): Promise<CaGetResult>;
+  /** ca.rotate: a new CA, every trust entry moved to it (CaptureRunning while capture runs). */
+  caRotate(): Promise<CaRotateResult>;
 }
+
+/** `capture.run` / `capture.runEnd`, as handlers see RunManager (capture/run.ts). */
+export type RunControl = Pick<RunManager, 'begin' | 'end' | 'connectionClosed'>;
 
 export interface Services {
   capture: CaptureControl;
   store: ExchangeStore;
   info(): Omit<HelperInfoResult, 'peer'>;
+  /** `helper.repair`: undo what a killed helper left (refused while capture runs); remembered for info(). */
+  repair(): Promise<HelperRepairResult>;
+  /** Who may capture what (policy.ts); EMPTY_POLICY grants nothing (operators capture only their own uid). */
+  policy: Policy;
+  /** `tproxyctl run` captures (capture/run.ts). */
+  runs: RunControl;
 }
 
 /** The per-connection side handlers may act on. */
 export interface RpcConnectionHandle {
   readonly id: number;
-  subscribe(): void;
+  /** Starts (or, when already subscribed, re-filters) exchange notifications on this connection. */
+  subscribe(filter?: ExchangeFilter): void;
   unsubscribe(): void;
   readonly subscribed: boolean;
+  /**
+   * Sends one notification and resolves once the socket accepted it without exceeding its buffer
+   * (immediately, or after 'drain'), so a stream to a slow reader waits instead of queueing; rejects
+   * when the connection closed (or was dropped for not reading at all).
+   */
+  notify(method: string, params: unknown): Promise<void>;
+  /** Runs `hook` once when this connection closes (a `capture.run` ends with its requester). */
+  onClose(hook: () => void): void;
 }
 
 export interface RequestContext {

@@ -12,10 +12,17 @@ const BY_NAME: Record<string, ErrorCode> = {
   TrustStoreError: ErrorCode.TrustStoreFailed,
 };
 
+/** FirewallError codes (firewall/errors.ts) with a wire code of their own; the rest are BY_NAME's. */
+const FIREWALL_CODES: Record<string, ErrorCode> = {
+  collision: ErrorCode.FirewallCollision,
+  'invalid-scope': ErrorCode.ScopeUnavailable,
+};
+
 export function toRpcError(err: unknown, log: Logger): RpcError {
   if (err instanceof RpcError) return err;
   if (err instanceof Error) {
-    const code = BY_NAME[err.name] ?? BY_NAME[err.constructor.name];
+    const own = err.name === 'FirewallError' ? FIREWALL_CODES[String((err as { code?: unknown }).code)] : undefined;
+    const code = own ?? BY_NAME[err.name] ?? BY_NAME[err.constructor.name];
     if (code !== undefined) return new RpcError(code, err.message);
     log.error(`internal error: ${err.stack ?? err.message}`);
     return new RpcError(ErrorCode.InternalError, `internal error: ${err.message}`);

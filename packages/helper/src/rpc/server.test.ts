@@ -8,19 +8,14 @@ import { LineDecoder } from '@tproxy/protocol';
 import { ExchangeStore } from '../capture/store.js';
 import { LiveExchange } from '../capture/live-exchange.js';
 import { silentLogger } from '../log.js';
-import type { CaptureControl, PeerIdentity } from './context.js';
+import type { PeerIdentity } from './context.js';
+import { STOPPED_STATUS, captureDouble, servicesDouble } from './test-support.js';
 import { Dispatcher } from './dispatcher.js';
 import { routes } from './handlers/index.js';
 import { SocketInUseError, listenUnix } from './listen.js';
 import { RpcServer } from './server.js';
 
-const status = { running: false, available: true, interceptCount: 0, listeners: [], rules: [], caInstalled: false };
-const capture: CaptureControl = {
-  start: async () => status,
-  stop: async () => status,
-  status: () => status,
-  ca: async () => ({ pem: '', fingerprintSha256: '', subject: '', notAfter: '', installed: false, caPath: '', bundlePath: '', env: {} }),
-};
+const capture = captureDouble({ start: async () => STOPPED_STATUS });
 
 interface Served {
   path: string;
@@ -33,7 +28,7 @@ async function serve(dir: string, name: string, peer: PeerIdentity, opts: { maxL
   const store = new ExchangeStore();
   const rpc = new RpcServer({
     dispatcher: new Dispatcher(routes, silentLogger),
-    services: { capture, store, info: () => ({ name: 'tproxy-helper', version: '0', protocolVersion: 1, pid: 1, uptimeMs: 0, native: { available: true }, stateDir: dir }) },
+    services: servicesDouble({ capture, store }),
     log: silentLogger,
     allowedUids: [1000],
     peerCredentials: () => peer,
@@ -108,19 +103,27 @@ describe('RpcServer', () => {
     }
   });
 
-  it('serves an allowed operator uid, answers an oversize line with an error, and keeps serving', async () => {
+  it('serves an allowed operator uid, answers an oversize line with an error and closes that connection', async () => {
     const s = await serve(dir, 'oversize', { uid: 1000, gid: 1000, pid: 99 }, { maxLineBytes: 1024 });
     try {
       const c = await rawClient(s.path);
-      c.send(`{"jsonrpc":"2.0","id":1,"method":"helper.info","params":{"pad":"${'x'.repeat(5000)}"}}\n`);
       c.send('{"jsonrpc":"2.0","id":2,"method":"helper.info"}\n');
-      const [tooBig, ok] = (await c.next(2)) as [{ error: { code: number; message: string } }, { id: number; result: { name: string; peer: { uid: number } } }];
-      assert.equal(tooBig.error.code, -32600);
-      assert.match(tooBig.error.message, /1024 bytes/);
+      const [ok] = (await c.next(1)) as [{ id: number; result: { name: string; peer: { uid: number } } }];
       assert.equal(ok.id, 2);
       assert.equal(ok.result.name, 'tproxy-helper');
       assert.deepEqual(ok.result.peer, { uid: 1000, pid: 99 });
-      c.socket.destroy();
+      c.send(`{"jsonrpc":"2.0","id":1,"method":"helper.info","params":{"pad":"${'x'.repeat(5000)}"}}\n`);
+      const [tooBig] = (await c.next(1)) as [{ id: null; error: { code: number; message: string } }];
+      assert.equal(tooBig.id, null);
+      assert.equal(tooBig.error.code, -32600);
+      assert.match(tooBig.error.message, /1024 bytes per line; closing the connection/);
+      await c.closed;
+      assert.equal(s.rpc.clientCount, 0);
+      // Others are still served.
+      const d = await rawClient(s.path);
+      d.send('{"jsonrpc":"2.0","id":3,"method":"helper.info"}\n');
+      assert.equal(((await d.next(1)) as [{ id: number }])[0].id, 3);
+      d.socket.destroy();
     } finally {
       await s.close();
     }

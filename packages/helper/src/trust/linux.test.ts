@@ -10,6 +10,7 @@ import { caMaterialFromPem, type CaMaterial } from '../ca/material.js';
 import { isTrustStoreError } from './errors.js';
 import {
   LINUX_TRUST_STORES,
+  anchorKind,
   detectTrustStore,
   findInstalledCas,
   installCa,
@@ -184,5 +185,18 @@ describe('installCa / uninstallCa', () => {
     await writeFile(join(dir, 'tproxy-notes.txt'), '');
     assert.deepEqual(await findInstalledCas(debian), [join(dir, 'tproxy-4abc.crt'), join(dir, `tproxy-${ca.serialHex}.crt`)].sort());
     assert.deepEqual(await findInstalledCas({ ...debian, anchorDir: join(dir, 'missing') }), []);
+  });
+  it('keeps persistent and capture-scoped anchors apart by name', async () => {
+    const capture = await installCa(debian, ca.certPem, ca.serialHex, exec);
+    const persistent = await installCa(debian, ca.certPem, ca.serialHex, exec, undefined, 'persistent');
+    assert.equal(persistent, join(dir, `tproxy-persistent-${ca.serialHex}.crt`));
+    assert.equal(anchorKind(capture), 'capture');
+    assert.equal(anchorKind(persistent), 'persistent');
+    assert.equal(anchorKind(join(dir, 'tproxy-persistent-.crt')), null);
+    // Repair lists capture-scoped leftovers only: a persistent install must survive it.
+    assert.deepEqual(await findInstalledCas(debian), [capture]);
+    assert.deepEqual(await findInstalledCas(debian, 'persistent'), [persistent]);
+    await uninstallCa(persistent, debian, exec);
+    assert.deepEqual(await readdir(dir), [`tproxy-${ca.serialHex}.crt`]);
   });
 });

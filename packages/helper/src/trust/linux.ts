@@ -1,8 +1,10 @@
 /**
  * Installs and removes our CA in the Linux system trust store. The supported layouts are one table
  * (anchor directory, file extension, refresh command), probed in mkcert's truststore_linux.go order;
- * adding a distribution is adding a row. Install writes `<anchorDir>/tproxy-<serial><ext>` and runs
- * the refresh; uninstall removes exactly that file and refreshes; both are all-or-nothing and report
+ * adding a distribution is adding a row. Install writes `<anchorDir>/tproxy-<serial><ext>` (an entry
+ * for one capture) or `<anchorDir>/tproxy-persistent-<serial><ext>` (`ca.install`, kept across
+ * captures) and runs the refresh; the name alone tells repair which kind a leftover file is.
+ * Uninstall removes exactly that file and refreshes; both are all-or-nothing and report
  * the command's stderr. Commands go through an `Exec` and detection through a `TrustProbe`, so tests
  * never touch the real store. It must not touch any file but its own `tproxy-*` anchors, and it
  * does not manage NSS databases (browsers' own stores; a separate, optional concern).
@@ -103,15 +105,32 @@ export async function detectTrustStore(
 const ANCHOR_MODE = 0o644;
 /** A serial as material.ts prints it: hex, at most 20 octets (RFC 5280 §4.1.2.2). */
 const SERIAL_HEX = /^[0-9a-f]{1,40}$/;
-const ANCHOR_NAME = /^tproxy-[0-9a-f]{1,40}\.(crt|pem)$/;
+/** File names of our anchors, by kind: the only files uninstallCa will delete. */
+const ANCHOR_NAMES: Readonly<Record<AnchorKind, RegExp>> = {
+  capture: /^tproxy-[0-9a-f]{1,40}\.(crt|pem)$/,
+  persistent: /^tproxy-persistent-[0-9a-f]{1,40}\.(crt|pem)$/,
+};
 
-/** Where the CA with `serialHex` lives in `store`: `<anchorDir>/tproxy-<serial><ext>`. */
-export function anchorPath(store: TrustStore, serialHex: string): string {
+/**
+ * `capture`: added by capture.start and removed by capture.stop, and by repair when a killed helper
+ * left it. `persistent`: added by ca.install, removed only by ca.uninstall (or rotated).
+ */
+export type AnchorKind = 'capture' | 'persistent';
+
+/** Where the CA with `serialHex` lives in `store`: `<anchorDir>/tproxy-[persistent-]<serial><ext>`. */
+export function anchorPath(store: TrustStore, serialHex: string, kind: AnchorKind = 'capture'): string {
   const serial = serialHex.toLowerCase();
   if (!SERIAL_HEX.test(serial)) {
     throw new TrustStoreError('invalid-argument', `naming the trust anchor file: ${JSON.stringify(serialHex)} is not a hex serial`);
   }
-  return join(store.anchorDir, `tproxy-${serial}${store.fileExt}`);
+  return join(store.anchorDir, `tproxy-${kind === 'persistent' ? 'persistent-' : ''}${serial}${store.fileExt}`);
+}
+
+/** The kind of anchor `path` names, or null when it is not one of our anchor file names. */
+export function anchorKind(path: string): AnchorKind | null {
+  const name = basename(path);
+  for (const kind of ['capture', 'persistent'] as const) if (ANCHOR_NAMES[kind].test(name)) return kind;
+  return null;
 }
 
 /**
@@ -119,9 +138,16 @@ export function anchorPath(store: TrustStore, serialHex: string): string {
  * anchor file's path (keep it: uninstallCa needs it). If the refresh fails, a file this call
  * created is removed again, so the store is left as it was.
  */
-export async function installCa(store: TrustStore, pem: string, serialHex: string, exec: Exec = realExec, log: Logger = silentLogger): Promise<string> {
+export async function installCa(
+  store: TrustStore,
+  pem: string,
+  serialHex: string,
+  exec: Exec = realExec,
+  log: Logger = silentLogger,
+  kind: AnchorKind = 'capture',
+): Promise<string> {
   const what = `installing the CA into ${store.anchorDir}`;
-  const path = anchorPath(store, serialHex);
+  const path = anchorPath(store, serialHex, kind);
   assertCaPem(pem, what);
   const existed = await exists(path);
 
@@ -153,7 +179,7 @@ export async function installCa(store: TrustStore, pem: string, serialHex: strin
 export async function uninstallCa(path: string, store: TrustStore, exec: Exec = realExec, log: Logger = silentLogger): Promise<void> {
   const what = `uninstalling the CA from ${store.anchorDir}`;
   // Only ever delete our own anchor files, whatever path a caller or a state file hands us.
-  if (dirname(resolve(path)) !== resolve(store.anchorDir) || !ANCHOR_NAME.test(basename(path))) {
+  if (dirname(resolve(path)) !== resolve(store.anchorDir) || anchorKind(path) === null) {
     throw new TrustStoreError('invalid-argument', `${what}: ${path} is not a tproxy anchor file in that directory`);
   }
   try {
@@ -170,10 +196,11 @@ export async function uninstallCa(path: string, store: TrustStore, exec: Exec = 
 }
 
 /**
- * Our anchor files currently in `store` — more than one means an earlier run rotated its CA or
- * crashed before uninstalling; the daemon's cleanup removes the stale ones with uninstallCa.
+ * Our anchor files of `kind` currently in `store`. Capture-scoped ones outside a running capture
+ * were left by a helper that crashed before uninstalling; repair removes them with uninstallCa
+ * and keeps the persistent ones.
  */
-export async function findInstalledCas(store: TrustStore): Promise<string[]> {
+export async function findInstalledCas(store: TrustStore, kind: AnchorKind = 'capture'): Promise<string[]> {
   let names: string[];
   try {
     names = await readdir(store.anchorDir);
@@ -181,7 +208,7 @@ export async function findInstalledCas(store: TrustStore): Promise<string[]> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw new TrustStoreError('io', `listing tproxy anchors in ${store.anchorDir}: ${messageOf(err)}`, { cause: err });
   }
-  return names.filter((n) => ANCHOR_NAME.test(n) && n.endsWith(store.fileExt)).sort().map((n) => join(store.anchorDir, n));
+  return names.filter((n) => ANCHOR_NAMES[kind].test(n) && n.endsWith(store.fileExt)).sort().map((n) => join(store.anchorDir, n));
 }
 
 function assertCaPem(pem: string, what: string): void {

@@ -25,6 +25,60 @@ const markSchema = (what: string) =>
     .min(1, `${what} must be greater than 0 (0 means "no mark")`)
     .max(U32_MAX, `${what} must fit in 32 bits`);
 
+/** Longest cgroup path accepted (PATH_MAX is 4096; real unit paths are far shorter). */
+const CGROUP_PATH_MAX = 1024;
+
+const uidSchema = z
+  .number({ error: 'uids[] must be a number' })
+  .int('uids[] must be an integer')
+  .min(0, 'uids[] must be between 0 and 4294967294')
+  .max(U32_MAX - 1, 'uids[] must be between 0 and 4294967294');
+
+/**
+ * A cgroup v2 path relative to the cgroup2 root, as /proc/PID/cgroup shows it after `0::`
+ * (`system.slice/nginx.service`, `user.slice/user-1000.slice/session-2.scope`); one leading `/`
+ * is accepted and dropped. Never `..` or `.`: the helper resolves it under the cgroup2 mount and
+ * must not be walked out of it.
+ */
+export const CgroupPathSchema = z
+  .string({ error: 'cgroup must be a string' })
+  .max(CGROUP_PATH_MAX, `cgroup must be at most ${CGROUP_PATH_MAX} characters`)
+  .transform((p) => (p.startsWith('/') ? p.slice(1) : p))
+  .refine((p) => p.length > 0, 'cgroup must name a cgroup below the root (e.g. system.slice/nginx.service), not the root itself')
+  // eslint-disable-next-line no-control-regex
+  .refine((p) => !/[\x00-\x1f\x7f]/.test(p), 'cgroup must not contain NUL or control characters')
+  .refine((p) => p.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..'), 'cgroup must be a plain relative path: no empty, "." or ".." segments');
+
+/** Whose connections a capture takes; both fields given means both must match. */
+export const CaptureScopeSchema = z
+  .object({
+    /**
+     * Only sockets owned by these uids (nft `meta skuid`). Omitted: every user for root and for
+     * operators the helper's configuration grants `"captureUids": "any"`; the operator's own uid
+     * for every other operator.
+     */
+    uids: z
+      .array(uidSchema, { error: 'uids must be an array of uids' })
+      .min(1, 'uids must name at least one uid (omit it for the default)')
+      .max(64, 'uids may name at most 64 uids')
+      .refine((u) => new Set(u).size === u.length, 'uids must not repeat a uid')
+      .optional(),
+    /** Only sockets of processes in this cgroup v2 subtree (nft `socket cgroupv2`), e.g. a systemd unit. */
+    cgroup: CgroupPathSchema.optional(),
+  })
+  .strict();
+
+/**
+ * Which firewall steers connections: `auto` (nft when it answers, else iptables), `nft`,
+ * `iptables` (the iptables flavour already holding rules, else iptables-nft), or one flavour.
+ */
+export const FirewallChoiceSchema = z.enum(['auto', 'nft', 'iptables', 'iptables-nft', 'iptables-legacy'], {
+  error: 'firewall must be auto, nft, iptables, iptables-nft or iptables-legacy',
+});
+
+/** The firewall backend a capture uses (iptables-nft and iptables-legacy need the ipset package). */
+export const FirewallBackendSchema = z.enum(['nft', 'iptables-nft', 'iptables-legacy']);
+
 export const CaptureStartParamsSchema = z
   .object({
     /** Destination TCP ports to intercept. Default [443]. */
@@ -38,6 +92,11 @@ export const CaptureStartParamsSchema = z
     mark: markSchema('mark').default(CAPTURE_DEFAULTS.mark),
     /** SO_MARK of the helper's own upstream sockets, never intercepted. Default 0x539. */
     bypassMark: markSchema('bypassMark').default(CAPTURE_DEFAULTS.bypassMark),
+    /**
+     * The fwmark bits tproxy owns; `mark` and `bypassMark` must lie within it and differ under it.
+     * Bits outside it (VPNs, Docker, Tailscale, kube-proxy) are kept and ignored. Default 0x3fff.
+     */
+    markMask: markSchema('markMask').default(CAPTURE_DEFAULTS.markMask),
     /** Policy-routing table id. Default 233. */
     routeTable: z
       .number({ error: 'routeTable must be a number' })
@@ -61,11 +120,33 @@ export const CaptureStartParamsSchema = z
       .min(0, 'bodyCaptureLimit must be between 0 and 16777216')
       .max(16 * 1024 * 1024, 'bodyCaptureLimit must be between 0 and 16777216')
       .default(CAPTURE_DEFAULTS.bodyCaptureLimit),
+    /** Whose connections to take (uids, cgroup). Omitted: see CaptureScopeSchema.uids for the default. */
+    scope: CaptureScopeSchema.optional(),
+    /**
+     * Firewall backend for this capture. Omitted or `auto`: the helper's `--firewall` flag decides
+     * (itself `auto` by default: nft when it answers, else iptables); anything else overrides it.
+     */
+    firewall: FirewallChoiceSchema.optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
     if (c.mark === c.bypassMark) {
       ctx.addIssue({ code: 'custom', path: ['bypassMark'], message: 'bypassMark must differ from mark' });
+    }
+    // Marks are compared under the mask only, so each must be non-zero there and have no bits
+    // outside it (those would be written into bits other tools own).
+    for (const field of ['mark', 'bypassMark'] as const) {
+      const outside = (c[field] & ~c.markMask) >>> 0;
+      if (outside !== 0) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [field],
+          message: `${field} 0x${c[field].toString(16)} has bits outside markMask 0x${c.markMask.toString(16)} (0x${outside.toString(16)}); choose a ${field} within the mask or widen markMask`,
+        });
+      }
+    }
+    if (c.mark !== c.bypassMark && ((c.mark ^ c.bypassMark) & c.markMask) === 0) {
+      ctx.addIssue({ code: 'custom', path: ['bypassMark'], message: `bypassMark must differ from mark under markMask 0x${c.markMask.toString(16)}` });
     }
     if (c.ports.includes(c.listenPort)) {
       ctx.addIssue({
@@ -81,12 +162,29 @@ export const CaptureConfigSchema = z.object({
   ports: z.array(z.number().int()),
   mark: z.number().int(),
   bypassMark: z.number().int(),
+  /**
+   * The fwmark bits tproxy owns. Absent only in applied records written before masks existed,
+   * whose rules were installed with the full mask: the default lets repair delete exactly those.
+   */
+  markMask: z.number().int().default(0xffffffff),
   routeTable: z.number().int(),
   listenV4: z.string(),
   listenV6: z.string(),
   listenPort: z.number().int(),
   ipv6: z.boolean(),
   bodyCaptureLimit: z.number().int(),
+  /**
+   * The effective scope, after the helper applied its policy (an operator's own uid filled in).
+   * Absent or empty: every local process.
+   */
+  scope: z
+    .object({
+      /** Only sockets owned by these uids. */
+      uids: z.array(z.number().int()).optional(),
+      /** Only sockets of processes in this cgroup v2 subtree, relative to the cgroup2 root. */
+      cgroup: z.string().optional(),
+    })
+    .optional(),
 });
 
 export const CaptureStatusSchema = z.object({
@@ -109,6 +207,15 @@ export const CaptureStatusSchema = z.object({
   caInstalled: z.boolean(),
   /** The trust-store file we installed, while installed. */
   trustStorePath: z.string().optional(),
+  /** While running: the firewall backend that steers connections, and why it was chosen. */
+  firewall: z
+    .object({
+      /** `nft`, `iptables-nft` or `iptables-legacy`. */
+      backend: FirewallBackendSchema,
+      /** One sentence, e.g. "nft answers (nftables is preferred: one atomic table for both families)". */
+      reason: z.string(),
+    })
+    .optional(),
   /**
    * While running: whether the steering is still intact. The helper compares the kernel with what
    * it applied every few seconds and refreshes the fail-open port set every ~2 s; someone else
@@ -156,5 +263,8 @@ export const captureStatus = defineMethod({
 });
 
 export type CaptureStartParams = z.input<typeof CaptureStartParamsSchema>;
+export type CaptureScope = z.infer<typeof CaptureScopeSchema>;
 export type CaptureConfig = z.infer<typeof CaptureConfigSchema>;
+export type FirewallChoice = z.infer<typeof FirewallChoiceSchema>;
+export type FirewallBackend = z.infer<typeof FirewallBackendSchema>;
 export type CaptureStatus = z.infer<typeof CaptureStatusSchema>;

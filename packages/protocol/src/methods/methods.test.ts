@@ -25,6 +25,7 @@ describe('capture.start params', () => {
       ports: [443],
       mark: 0x2333,
       bypassMark: 0x539,
+      markMask: 0x3fff,
       routeTable: 233,
       listenV4: '127.0.0.1',
       listenV6: '::1',
@@ -54,7 +55,19 @@ describe('capture.start params', () => {
   });
 
   it('accepts the edges of each range', () => {
-    const ok = CaptureStartParamsSchema.parse({ ports: [1, 65535], mark: 0xffffffff, bypassMark: 1, routeTable: 2 ** 31 - 1 });
+    const ok = CaptureStartParamsSchema.parse({ ports: [1, 65535], mark: 0xffffffff, bypassMark: 1, markMask: 0xffffffff, routeTable: 2 ** 31 - 1 });
     assert.deepEqual(ok.ports, [1, 65535]);
+  });
+
+  it('keeps mark and bypassMark within markMask and distinct under it', () => {
+    assert.match(startError({ markMask: 0 }), /^markMask: markMask must be greater than 0/);
+    assert.match(startError({ mark: 0x4000 }), /^mark: mark 0x4000 has bits outside markMask 0x3fff \(0x4000\); choose a mark within the mask or widen markMask/);
+    assert.match(startError({ markMask: 0xff }), /bypassMark: bypassMark 0x539 has bits outside markMask 0xff \(0x500\)/);
+    assert.match(startError({ markMask: 0xff }), /mark 0x2333 has bits outside markMask 0xff/);
+    assert.match(startError({ mark: 0x12333 }), /^mark: mark 0x12333 has bits outside markMask 0x3fff \(0x10000\)/);
+    assert.match(startError({ bypassMark: 0x12333 }), /bypassMark must differ from mark under markMask 0x3fff/);
+    assert.equal(CaptureStartParamsSchema.parse({ mark: 0x80000000, bypassMark: 1, markMask: 0xffffffff }).mark, 0x80000000, 'the full 32-bit mask is accepted');
+    const ok = CaptureStartParamsSchema.parse({ markMask: 0xff0000, mark: 0x230000, bypassMark: 0x10000 });
+    assert.deepEqual([ok.mark, ok.bypassMark, ok.markMask], [0x230000, 0x10000, 0xff0000]);
   });
 });

@@ -3,8 +3,8 @@
  * the flags given (the helper fills in defaults and validates ranges, naming the bad field), and
  * print the resulting status. Flags map one-to-one onto CaptureStartParams.
  */
-import { CAPTURE_DEFAULTS, methods, type CaptureStartParams } from '@tproxy/protocol';
-import { boolFlag, expectPositionals, parseInteger, stringFlag, stringsFlag, type Args, type Command } from '../command.js';
+import { CAPTURE_DEFAULTS, FirewallChoiceSchema, methods, type CaptureStartParams } from '@tproxy/protocol';
+import { UsageError, boolFlag, expectPositionals, parseInteger, stringFlag, stringsFlag, type Args, type Command } from '../command.js';
 import { escapeInline, formatHex, formatStatus, jsonLine } from '../output.js';
 
 /** Flag name → CaptureStartParams field, for the numeric flags. */
@@ -12,6 +12,7 @@ const NUMERIC_FLAGS = [
   ['listen-port', 'listenPort'],
   ['mark', 'mark'],
   ['bypass-mark', 'bypassMark'],
+  ['mark-mask', 'markMask'],
   ['table', 'routeTable'],
   ['body-limit', 'bodyCaptureLimit'],
 ] as const;
@@ -25,6 +26,15 @@ export function startParams(args: Args): CaptureStartParams {
   for (const [flag, field] of NUMERIC_FLAGS) {
     const text = stringFlag(args, flag);
     if (text !== undefined) params[field] = parseInteger(flag, text);
+  }
+  const uids = stringsFlag(args, 'uid').flatMap((u) => u.split(',').filter((s) => s !== '').map((s) => parseInteger('uid', s)));
+  const cgroup = stringFlag(args, 'cgroup');
+  if (uids.length > 0 || cgroup !== undefined) params.scope = { ...(uids.length > 0 ? { uids } : {}), ...(cgroup !== undefined ? { cgroup } : {}) };
+  const firewall = stringFlag(args, 'firewall');
+  if (firewall !== undefined) {
+    const parsed = FirewallChoiceSchema.safeParse(firewall);
+    if (!parsed.success) throw new UsageError(`--firewall must be auto, nft, iptables, iptables-nft or iptables-legacy, got ${JSON.stringify(firewall)}`);
+    params.firewall = parsed.data;
   }
   return params;
 }
@@ -44,8 +54,15 @@ outbound HTTPS. Fails if capture is already running. Prints the resulting status
   --listen-port N     Port of the transparent listeners (default ${d.listenPort})
   --mark N            fwmark of intercepted packets (default ${formatHex(d.mark)})
   --bypass-mark N     SO_MARK of the helper's own upstream sockets (default ${formatHex(d.bypassMark)})
+  --mark-mask N       fwmark bits tproxy may use; marks must lie within it (default ${formatHex(d.markMask)})
   --table N           Policy-routing table id (default ${d.routeTable})
   --body-limit BYTES  Bytes of each body kept in the capture (default ${d.bodyCaptureLimit})
+  --uid UID           Only connections of this uid; repeat or comma-separate (a non-root operator
+                      gets its own uid unless the helper's config grants more)
+  --cgroup PATH       Only connections of processes in this cgroup v2 subtree, relative to the
+                      cgroup2 root (e.g. system.slice/nginx.service)
+  --firewall KIND     auto, nft, iptables, iptables-nft or iptables-legacy (default: the helper's
+                      --firewall, auto: nft when it answers, else iptables with ipset)
   --json              Print the resulting capture.status as JSON
 
 Numbers are decimal or 0x-prefixed hex; the helper checks their ranges.`,
@@ -55,8 +72,12 @@ Numbers are decimal or 0x-prefixed hex; the helper checks their ranges.`,
     'listen-port': { type: 'string' },
     mark: { type: 'string' },
     'bypass-mark': { type: 'string' },
+    'mark-mask': { type: 'string' },
     table: { type: 'string' },
     'body-limit': { type: 'string' },
+    uid: { type: 'string', multiple: true },
+    cgroup: { type: 'string' },
+    firewall: { type: 'string' },
   },
   async run(ctx, args) {
     expectPositionals(args, 0, 0, '');

@@ -1,19 +1,21 @@
 /**
  * `tproxyctl tail`: follow exchanges live. Subscribes on this connection and prints one line per
  * completed exchange (with --all-events, every started/updated/completed event), as text or JSON
- * Lines. It ends on SIGINT/SIGTERM (exit 0), after --count completed exchanges (exit 0), at
+ * Lines, optionally filtered by the helper (--host, --method, --status, --url). It ends on
+ * SIGINT/SIGTERM (exit 0), after --count completed exchanges (exit 0), at
  * --timeout (exit 0, or 1 if --count was not reached), or when the helper goes away (exit 1).
  */
 import { methods, type Exchange } from '@tproxy/protocol';
 import type { ExchangeEvent } from '../../rpc/client.js';
 import { ConnectionClosedError } from '../../rpc/errors.js';
 import { boolFlag, expectPositionals, parseInteger, parseSeconds, stringFlag, UsageError, type Command } from '../command.js';
+import { FILTER_FLAGS, FILTER_USAGE, filterFromArgs } from '../filter-flags.js';
 import { formatTailLine, jsonLine } from '../output.js';
 
 export const tailCommand: Command = {
   name: 'tail',
   summary: 'Print exchanges as they complete',
-  usage: `Usage: tproxyctl tail [--json] [--all-events] [--count N] [--timeout SECONDS]
+  usage: `Usage: tproxyctl tail [--json] [--all-events] [--count N] [--timeout SECONDS] [filters]
 
 Print one line per completed exchange until interrupted:
   HH:MM:SS.mmm METHOD URL STATUS SIZE DURATION
@@ -24,11 +26,15 @@ STATUS is the HTTP status, or ERR <kind> when the exchange failed; SIZE is the r
   --count N          Exit 0 after N completed exchanges
   --timeout SECONDS  Stop after SECONDS: exit 0, or 1 if --count was given and not reached
 
+${FILTER_USAGE}
+The helper applies filters, so only matching exchanges are sent (and counted by --count).
+
 Exits 0 on SIGINT/SIGTERM, 1 if the helper goes away.`,
   flags: {
     'all-events': { type: 'boolean' },
     count: { type: 'string' },
     timeout: { type: 'string' },
+    ...FILTER_FLAGS,
   },
   async run(ctx, args) {
     expectPositionals(args, 0, 0, '');
@@ -38,6 +44,7 @@ Exits 0 on SIGINT/SIGTERM, 1 if the helper goes away.`,
     if (count === 0) throw new UsageError('--count must be at least 1');
     const timeoutText = stringFlag(args, 'timeout');
     const timeoutS = timeoutText === undefined ? undefined : parseSeconds('timeout', timeoutText);
+    const filter = filterFromArgs(args);
 
     const client = await ctx.connect();
     const print = (event: ExchangeEvent, exchange: Exchange) => {
@@ -80,7 +87,7 @@ Exits 0 on SIGINT/SIGTERM, 1 if the helper goes away.`,
     // handled so Node does not report it, and the subscribe error below is what gets thrown.
     done.catch(() => undefined);
     try {
-      await client.call(methods.exchangesSubscribe, {});
+      await client.call(methods.exchangesSubscribe, filter ? { filter } : {});
     } catch (err) {
       for (const cleanup of cleanups.splice(0)) cleanup();
       throw err;

@@ -42,11 +42,15 @@ function CaptureState({ capture, captureBusy, connected }: { readonly capture: C
   if (capture.running) {
     const listen = capture.listeners.map(formatEndpoint).join(' ') || '-';
     const ports = capture.config?.ports.join(',') ?? '?';
+    const scope = capture.config?.scope;
+    // Whose traffic this is matters: an operator's capture covers only its own uid.
+    const whose = [scope?.uids ? `uid ${scope.uids.join(',')}` : '', scope?.cgroup ? `cgroup ${escapeInline(scope.cgroup)}` : ''].filter(Boolean).join(' in ');
     return (
       <Text>
         <Text color="green">● running{stale}</Text>
         {SEP}ports {ports}
         {capture.config && !capture.config.ipv6 ? ' (IPv4 only)' : ''}
+        {whose ? `${SEP}${whose}` : ''}
         {SEP}listener {listen}
       </Text>
     );

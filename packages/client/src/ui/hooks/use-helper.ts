@@ -100,6 +100,8 @@ export function useHelper(socketPath: string, deps: UiDeps, dispatch: (action: A
             flushTimer ??= setTimeout(flush, deps.batchMs);
           }),
           live.onError((err) => dispatch({ type: 'notice', text: err.message, level: 'error', now: deps.now() })),
+          // Another client ran exchanges.clear: drop the rows too (batched events first, to keep order).
+          live.onCleared(({ throughId }) => (flush(), dispatch({ type: 'helperCleared', throughId }))),
         ];
         live.onClose((reason) => {
           for (const off of unlisten) off();

@@ -97,6 +97,13 @@ describe('rows', () => {
     s = run(s, { type: 'listLoaded', exchanges: [done(1), done(4)], instance: 'i' });
     assert.deepEqual(ids(s), [4]);
   });
+
+  test('the helper clearing its buffer drops the cleared rows and keeps newer ones', () => {
+    let s = run(withRows(3), { type: 'listLoaded', exchanges: [done(1), done(2), done(3), started(4)], instance: 'i' }, { type: 'helperCleared', throughId: 3 });
+    assert.deepEqual(ids(s), [4]);
+    s = run(s, { type: 'exchangeEvents', events: [{ event: 'completed', exchange: done(2) }], now: 0 });
+    assert.deepEqual(ids(s), [4], 'a late snapshot of a cleared id does not bring it back');
+  });
 });
 
 describe('selection and scrolling', () => {

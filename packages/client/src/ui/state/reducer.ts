@@ -146,6 +146,8 @@ export type Action =
   | { readonly type: 'filterAccept' }
   | { readonly type: 'filterClear' }
   | { readonly type: 'clearList' }
+  /** The helper's buffer was emptied (`exchanges.cleared`): every id up to `throughId` is gone there. */
+  | { readonly type: 'helperCleared'; readonly throughId: number }
   | { readonly type: 'openDetail' }
   | { readonly type: 'closeDetail' }
   | { readonly type: 'detailLoaded'; readonly id: number; readonly detail: ExchangeDetail }
@@ -283,6 +285,12 @@ function listReducer(state: State, action: Action): State {
       const last = state.rows[state.rows.length - 1];
       return withRows(state, [], { clearedThrough: last ? Math.max(state.clearedThrough, last.id) : state.clearedThrough, follow: true });
     }
+    case 'helperCleared':
+      return withRows(
+        state,
+        state.rows.filter((r) => r.id > action.throughId),
+        { clearedThrough: Math.max(state.clearedThrough, action.throughId), follow: true },
+      );
     default:
       return state;
   }

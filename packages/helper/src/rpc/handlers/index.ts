@@ -4,5 +4,6 @@ import { caRoutes } from './ca.js';
 import { captureRoutes } from './capture.js';
 import { exchangeRoutes } from './exchanges.js';
 import { helperRoutes } from './helper.js';
+import { runRoutes } from './run.js';
 
-export const routes: readonly Route[] = [...helperRoutes, ...captureRoutes, ...exchangeRoutes, ...caRoutes];
+export const routes: readonly Route[] = [...helperRoutes, ...captureRoutes, ...runRoutes, ...exchangeRoutes, ...caRoutes];

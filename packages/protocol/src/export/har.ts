@@ -1,14 +1,30 @@
 /**
- * Exchanges (plus their captured bodies) → a HAR 1.2 log object, pure. Field names and rules follow
- * the HAR 1.2 spec (http://www.softwareishard.com/blog/har-12-spec/): every required field is
- * present, unknown sizes are -1, `time` is the sum of the timings that are not -1, and our own
- * additions start with `_`. Exchanges that never got a response still get the required `response`
- * object (status 0, as browsers export failed requests) plus `_error`. This module does not fetch
- * bodies or write files; the export effect does.
+ * Exchanges (plus their captured bodies) → HAR 1.2, pure, shared by the helper's streamed
+ * `exchanges.export` and the dashboard's export. Field names and rules follow the HAR 1.2 spec
+ * (http://www.softwareishard.com/blog/har-12-spec/): every required field is present, unknown sizes
+ * are -1, `time` is the sum of the timings that are not -1, and our own additions start with `_`.
+ * Exchanges that never got a response still get the required `response` object (status 0, as
+ * browsers export failed requests) plus `_error`. `toHar` builds a whole document; `harHead`,
+ * `harEntry` and `HAR_TAIL` build the same document piece by piece (head, entries joined by
+ * commas, tail), so a writer holds one entry at a time. Nothing here fetches bodies or writes files.
  */
-import type { Exchange, Headers } from '@tproxy/protocol';
-import { decodeText } from '../../shared/bytes.js';
-import { headerValue } from '../body.js';
+import type { Exchange, Headers } from '../model/exchange.js';
+
+/** UTF-8 text when the bytes are valid UTF-8 without NUL; otherwise null (binary). */
+function decodeText(bytes: Uint8Array): string | null {
+  if (bytes.includes(0)) return null;
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    return null;
+  }
+}
+
+/** First value of header `name`, case-insensitively. */
+function headerValue(headers: Headers, name: string): string | undefined {
+  const lower = name.toLowerCase();
+  return headers.find(([n]) => n.toLowerCase() === lower)?.[1];
+}
 
 export interface HarNameValue {
   name: string;
@@ -67,9 +83,9 @@ export interface HarEntry {
 export interface Har {
   log: {
     version: '1.2';
-    creator: { name: string; version: string };
-    entries: HarEntry[];
+    creator: HarCreator;
     comment: string;
+    entries: HarEntry[];
   };
 }
 
@@ -78,10 +94,19 @@ export interface HarItem {
   readonly exchange: Exchange;
   readonly requestBody?: Uint8Array;
   readonly responseBody?: Uint8Array;
+  /** Comment on a body that is absent although the exchange had one. Default `body not fetched`. */
+  readonly missingBodyNote?: string;
 }
 
-const MASK_COMMENT =
-  'Exported by tproxy-ui. Header values that carry credentials (Authorization, Cookie, API keys, ...) were masked by tproxy-helper at capture time.';
+/** Who wrote the document: goes into `log.creator` and the log comment. */
+export interface HarCreator {
+  name: string;
+  version: string;
+}
+
+function logComment(creator: HarCreator): string {
+  return `Exported by ${creator.name}. Header values that carry credentials (Authorization, Cookie, API keys, ...) were masked by tproxy-helper at capture time.`;
+}
 
 function harHeaders(headers: Headers): HarNameValue[] {
   return headers.map(([name, value]) => ({ name, value }));
@@ -177,7 +202,7 @@ export function harEntry(item: HarItem): HarEntry {
   };
   if (req.body.size > 0 || (item.requestBody?.length ?? 0) > 0) {
     const body = item.requestBody ? bodyText(item.requestBody) : undefined;
-    const note = item.requestBody ? truncationNote(req.body.size, item.requestBody.length) : 'body not fetched';
+    const note = item.requestBody ? truncationNote(req.body.size, item.requestBody.length) : (item.missingBodyNote ?? 'body not fetched');
     entry.request.postData = {
       mimeType: headerValue(req.headers, 'content-type') ?? '',
       text: body?.text ?? '',
@@ -187,7 +212,7 @@ export function harEntry(item: HarItem): HarEntry {
   }
   if (res) {
     const body = item.responseBody ? bodyText(item.responseBody) : undefined;
-    const note = item.responseBody ? truncationNote(res.body.size, item.responseBody.length) : res.body.size > 0 ? 'body not fetched' : undefined;
+    const note = item.responseBody ? truncationNote(res.body.size, item.responseBody.length) : res.body.size > 0 ? (item.missingBodyNote ?? 'body not fetched') : undefined;
     entry.response.content = {
       ...entry.response.content,
       size: item.responseBody?.length ?? 0,
@@ -201,13 +226,30 @@ export function harEntry(item: HarItem): HarEntry {
   return entry;
 }
 
-export function toHar(items: readonly HarItem[], creator: { name: string; version: string }): Har {
+/** Oldest first, as HAR prefers; ties (same millisecond) by id, which is arrival order. */
+export function compareHarItems(a: HarItem, b: HarItem): number {
+  return a.exchange.timing.startedAt - b.exchange.timing.startedAt || a.exchange.id - b.exchange.id;
+}
+
+export function toHar(items: readonly HarItem[], creator: HarCreator): Har {
   return {
     log: {
       version: '1.2',
-      creator,
-      entries: [...items].sort((a, b) => a.exchange.timing.startedAt - b.exchange.timing.startedAt || a.exchange.id - b.exchange.id).map(harEntry),
-      comment: MASK_COMMENT,
+      creator: { name: creator.name, version: creator.version },
+      comment: logComment(creator),
+      entries: [...items].sort(compareHarItems).map(harEntry),
     },
   };
 }
+
+/**
+ * The document up to and including the `[` of `entries`. `harHead(c) + entries.map((e) =>
+ * JSON.stringify(e)).join(',') + HAR_TAIL` is a valid HAR 1.2 document equal to `toHar`'s.
+ */
+export function harHead(creator: HarCreator): string {
+  const head = JSON.stringify({ log: { version: '1.2', creator: { name: creator.name, version: creator.version }, comment: logComment(creator), entries: [] } });
+  return head.slice(0, -']}}'.length);
+}
+
+/** Closes what `harHead` opened. */
+export const HAR_TAIL = ']}}';

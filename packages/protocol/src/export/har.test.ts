@@ -2,8 +2,40 @@ process.env.TZ = 'UTC';
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { T0, sampleExchange } from '../../test/fixtures.js';
-import { toHar, type Har } from './har.js';
+import type { Exchange } from '../model/exchange.js';
+import { HAR_TAIL, harEntry, harHead, toHar, type Har } from './har.js';
+
+/** 2024-05-06T07:08:09.123Z */
+const T0 = Date.UTC(2024, 4, 6, 7, 8, 9, 123);
+
+function sampleExchange(overrides: Partial<Exchange> = {}): Exchange {
+  return {
+    id: 42,
+    state: 'complete',
+    client: { address: '127.0.0.1', port: 50123 },
+    server: { address: '93.184.216.34', port: 443 },
+    tls: { sni: 'example.com', clientVersion: 'TLSv1.3', upstreamVersion: 'TLSv1.3', alpn: 'http/1.1' },
+    request: {
+      method: 'GET',
+      url: 'https://example.com/index.html',
+      httpVersion: '1.1',
+      headers: [
+        ['Host', 'example.com'],
+        ['Accept', '*/*'],
+      ],
+      body: { size: 0, captured: 0, truncated: false },
+    },
+    response: {
+      status: 200,
+      statusMessage: 'OK',
+      httpVersion: '1.1',
+      headers: [['Content-Type', 'text/html']],
+      body: { size: 1536, captured: 1536, truncated: false },
+    },
+    timing: { startedAt: T0, upstreamConnected: 10.4, firstByte: 40.2, end: 152.6 },
+    ...overrides,
+  };
+}
 
 const bytes = (s: string | number[]) => new Uint8Array(typeof s === 'string' ? Buffer.from(s) : s);
 
@@ -109,5 +141,20 @@ describe('toHar', () => {
     assert.equal(f.response.status, 0);
     assert.deepEqual(f._error, { kind: 'upstream-connect', message: 'refused', code: 'ECONNREFUSED' });
     assert.equal(har.log.entries[1]!.comment, 'still in flight when exported');
+  });
+
+  test('head + entries joined by commas + tail is the same document as toHar, and valid HAR 1.2', () => {
+    const items = [
+      { exchange: sampleExchange({ id: 1 }), responseBody: bytes('<p>hi</p>') },
+      { exchange: sampleExchange({ id: 2, request: { ...sampleExchange().request, url: 'https://example.com/\u2028"quote"' } }) },
+    ];
+    const creator = { name: 'tproxy-helper', version: '9.9.9' };
+    const streamed = JSON.parse(harHead(creator) + items.map((i) => JSON.stringify(harEntry(i))).join(',') + HAR_TAIL) as Har;
+    assertHar12(streamed);
+    assert.deepEqual(streamed, toHar(items, creator));
+    assert.match(streamed.log.comment, /^Exported by tproxy-helper\./);
+    const empty = JSON.parse(harHead(creator) + HAR_TAIL) as Har;
+    assertHar12(empty);
+    assert.deepEqual(empty.log.entries, []);
   });
 });
