@@ -94,7 +94,7 @@ export function formatStatus(status: CaptureStatus, info?: HelperInfoResult): st
       );
       lines.push(`scope: ${formatScope(c.scope)}`);
     }
-    if (status.firewall) lines.push(`firewall: ${status.firewall.backend} (${escapeInline(status.firewall.reason)})`);
+    if (status.firewall) lines.push(`firewall: ${status.firewall.backend}; ${escapeInline(status.firewall.reason)}`);
   } else if (!status.available) {
     lines.push(`capture: unavailable: ${escapeInline(status.reason ?? 'no reason given')}`);
   } else {
