@@ -15,6 +15,31 @@ export const DEFAULT_STATE_DIR = '/var/lib/tproxy';
 /** Longest JSON-RPC line either side accepts; large enough for an exchange with two 64 KiB bodies in base64. */
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
+/**
+ * Engine limits, each overridable in capture.start `limits`. They bound what one misbehaving or
+ * hostile client can make the helper hold: header memory, h2 streams, connections, minted leaves,
+ * and how long an idle or half-open connection may stay.
+ */
+export const ENGINE_LIMIT_DEFAULTS = {
+  /** Largest request or response head (h1 header block, h2 decoded header list), bytes. */
+  maxHeaderBytes: 64 * 1024,
+  /** Most header fields in one head. */
+  maxHeaderCount: 256,
+  /** SETTINGS_MAX_CONCURRENT_STREAMS towards h2 clients. */
+  h2MaxConcurrentStreams: 256,
+  /** Open intercepted connections per local process (by pid); more are refused at accept. */
+  maxConnectionsPerProcess: 1024,
+  /** Leaf SecureContexts kept (LRU); one shared leaf key, so a flood of names never mints keys. */
+  leafCacheSize: 1000,
+  /** A client that has not finished its TLS handshake by then is dropped. */
+  handshakeTimeoutSeconds: 10,
+  /** An idle client connection (no request in flight, nothing received) is closed after this long. */
+  clientIdleTimeoutSeconds: 120,
+  /** A pooled upstream connection idle this long is closed. */
+  upstreamIdleTimeoutSeconds: 60,
+} as const;
+
+
 /** Capture defaults, all overridable per `capture.start`. */
 export const CAPTURE_DEFAULTS = {
   /** Intercepted destination ports. */
@@ -40,4 +65,7 @@ export const CAPTURE_DEFAULTS = {
   ipv6: true,
   /** Bytes of each body kept in the capture; the wire copy is never cut. */
   bodyCaptureLimit: 64 * 1024,
+  /** Engine limits (see ENGINE_LIMIT_DEFAULTS). */
+  limits: ENGINE_LIMIT_DEFAULTS,
 } as const;
+

@@ -4,7 +4,7 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
-import { CAPTURE_DEFAULTS } from '../constants.js';
+import { CAPTURE_DEFAULTS, ENGINE_LIMIT_DEFAULTS } from '../constants.js';
 import { defineMethod } from './descriptor.js';
 
 const U32_MAX = 0xffffffff;
@@ -72,6 +72,49 @@ export const CaptureScopeSchema = z
  * Which firewall steers connections: `auto` (nft when it answers, else iptables), `nft`,
  * `iptables` (the iptables flavour already holding rules, else iptables-nft), or one flavour.
  */
+const limitSchema = (what: string, min: number, max: number) =>
+  z
+    .number({ error: `limits.${what} must be a number` })
+    .int(`limits.${what} must be an integer`)
+    .min(min, `limits.${what} must be between ${min} and ${max}`)
+    .max(max, `limits.${what} must be between ${min} and ${max}`);
+
+const D = ENGINE_LIMIT_DEFAULTS;
+
+/** capture.start `limits`: each field optional, defaults from ENGINE_LIMIT_DEFAULTS. */
+export const EngineLimitsParamsSchema = z
+  .object({
+    /** Largest request or response head, bytes (1 KiB..1 MiB). */
+    maxHeaderBytes: limitSchema('maxHeaderBytes', 1024, 1024 * 1024).default(D.maxHeaderBytes),
+    /** Most header fields in one head (8..10000). */
+    maxHeaderCount: limitSchema('maxHeaderCount', 8, 10_000).default(D.maxHeaderCount),
+    /** h2 SETTINGS_MAX_CONCURRENT_STREAMS towards clients (1..10000). */
+    h2MaxConcurrentStreams: limitSchema('h2MaxConcurrentStreams', 1, 10_000).default(D.h2MaxConcurrentStreams),
+    /** Open intercepted connections per local process (1..100000). */
+    maxConnectionsPerProcess: limitSchema('maxConnectionsPerProcess', 1, 100_000).default(D.maxConnectionsPerProcess),
+    /** Leaf certificates kept (16..100000). */
+    leafCacheSize: limitSchema('leafCacheSize', 16, 100_000).default(D.leafCacheSize),
+    /** TLS handshake deadline for clients, seconds (1..300). */
+    handshakeTimeoutSeconds: limitSchema('handshakeTimeoutSeconds', 1, 300).default(D.handshakeTimeoutSeconds),
+    /** Idle client connections are closed after this many seconds (1..86400). */
+    clientIdleTimeoutSeconds: limitSchema('clientIdleTimeoutSeconds', 1, 86_400).default(D.clientIdleTimeoutSeconds),
+    /** Idle pooled upstream connections are closed after this many seconds (1..86400). */
+    upstreamIdleTimeoutSeconds: limitSchema('upstreamIdleTimeoutSeconds', 1, 86_400).default(D.upstreamIdleTimeoutSeconds),
+  })
+  .strict();
+
+/** The effective limits: every field present. */
+export const EngineLimitsSchema = z.object({
+  maxHeaderBytes: z.number().int(),
+  maxHeaderCount: z.number().int(),
+  h2MaxConcurrentStreams: z.number().int(),
+  maxConnectionsPerProcess: z.number().int(),
+  leafCacheSize: z.number().int(),
+  handshakeTimeoutSeconds: z.number().int(),
+  clientIdleTimeoutSeconds: z.number().int(),
+  upstreamIdleTimeoutSeconds: z.number().int(),
+});
+
 export const FirewallChoiceSchema = z.enum(['auto', 'nft', 'iptables', 'iptables-nft', 'iptables-legacy'], {
   error: 'firewall must be auto, nft, iptables, iptables-nft or iptables-legacy',
 });
@@ -122,6 +165,8 @@ export const CaptureStartParamsSchema = z
       .default(CAPTURE_DEFAULTS.bodyCaptureLimit),
     /** Whose connections to take (uids, cgroup). Omitted: see CaptureScopeSchema.uids for the default. */
     scope: CaptureScopeSchema.optional(),
+    /** Engine limits; each omitted field takes its ENGINE_LIMIT_DEFAULTS value. */
+    limits: EngineLimitsParamsSchema.default(() => ({ ...ENGINE_LIMIT_DEFAULTS })),
     /**
      * Firewall backend for this capture. Omitted or `auto`: the helper's `--firewall` flag decides
      * (itself `auto` by default: nft when it answers, else iptables); anything else overrides it.
@@ -173,6 +218,8 @@ export const CaptureConfigSchema = z.object({
   listenPort: z.number().int(),
   ipv6: z.boolean(),
   bodyCaptureLimit: z.number().int(),
+  /** Effective engine limits (absent in records written before limits existed: the defaults). */
+  limits: EngineLimitsSchema.default(() => ({ ...ENGINE_LIMIT_DEFAULTS })),
   /**
    * The effective scope, after the helper applied its policy (an operator's own uid filled in).
    * Absent or empty: every local process.
@@ -266,5 +313,6 @@ export type CaptureStartParams = z.input<typeof CaptureStartParamsSchema>;
 export type CaptureScope = z.infer<typeof CaptureScopeSchema>;
 export type CaptureConfig = z.infer<typeof CaptureConfigSchema>;
 export type FirewallChoice = z.infer<typeof FirewallChoiceSchema>;
+export type EngineLimits = z.infer<typeof EngineLimitsSchema>;
 export type FirewallBackend = z.infer<typeof FirewallBackendSchema>;
 export type CaptureStatus = z.infer<typeof CaptureStatusSchema>;

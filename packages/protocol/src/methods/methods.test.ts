@@ -32,7 +32,24 @@ describe('capture.start params', () => {
       listenPort: 8443,
       ipv6: true,
       bodyCaptureLimit: 65536,
+      limits: {
+        maxHeaderBytes: 65536,
+        maxHeaderCount: 256,
+        h2MaxConcurrentStreams: 256,
+        maxConnectionsPerProcess: 1024,
+        leafCacheSize: 1000,
+        handshakeTimeoutSeconds: 10,
+        clientIdleTimeoutSeconds: 120,
+        upstreamIdleTimeoutSeconds: 60,
+      },
     });
+  });
+
+  it('fills omitted limits and names a bad one', () => {
+    assert.equal(CaptureStartParamsSchema.parse({ limits: { maxHeaderCount: 100 } }).limits.maxHeaderCount, 100);
+    assert.equal(CaptureStartParamsSchema.parse({ limits: { maxHeaderCount: 100 } }).limits.leafCacheSize, 1000);
+    assert.match(startError({ limits: { leafCacheSize: 1 } }), /^limits\.leafCacheSize: limits\.leafCacheSize must be between 16 and 100000/);
+    assert.match(startError({ limits: { bogus: 1 } }), /bogus/);
   });
 
   it('names the bad field in each message', () => {
