@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { methods } from '@tproxy/client';
+import { methods, type CaptureStatus } from '@tproxy/client';
 import { ourSteering } from './lib/checks.js';
 import { CURL_EXIT, curlInNs } from './lib/curl.js';
 import { HELPER_MAIN, startHelper, tproxyctl } from './lib/helper.js';
@@ -64,7 +64,7 @@ describe('failing safe', { skip: skip ?? false, timeout: 300_000 }, () => {
     assert.doesNotMatch(set.stdout, /elements/, set.stdout);
   });
 
-  it('reports lost interception in capture.status when someone deletes our table', async (t) => {
+  it('reports lost interception in capture.status and to subscribers when someone deletes our table', async (t) => {
     const { topo, dir, certs } = w;
     const h = await startHelper(topo, dir, 'watched', certs.caCert);
     t.after(async () => {
@@ -73,6 +73,12 @@ describe('failing safe', { skip: skip ?? false, timeout: 300_000 }, () => {
     });
     const started = await h.client.call(methods.captureStart, {});
     assert.equal(started.interception?.ok, true, JSON.stringify(started.interception));
+    // A subscriber learns it without polling (capture.statusChanged), and so does a real tail.
+    const pushed: CaptureStatus[] = [];
+    h.client.onCaptureStatus((s) => pushed.push(s));
+    await h.client.call(methods.exchangesSubscribe, {});
+    const tail = tproxyctl(h.socketPath, ['tail', '--timeout', '10'], 30_000);
+    await sleep(1_500);
 
     const del = await runInNs(topo.clientNs, ['nft', 'delete', 'table', 'inet', 'tproxy_helper']);
     assert.equal(del.code, 0, del.stderr);
@@ -92,6 +98,10 @@ describe('failing safe', { skip: skip ?? false, timeout: 300_000 }, () => {
     const human = await tproxyctl(h.socketPath, ['status']);
     assert.equal(human.code, 0, human.stderr);
     assert.match(human.stdout, /^interception lost: /m);
+    assert.ok(pushed.some((s) => s.running && s.interception?.ok === false), `no capture.statusChanged with interception lost: ${JSON.stringify(pushed)}`);
+    const tailed = await tail;
+    assert.equal(tailed.code, 0, tailed.stderr);
+    assert.match(tailed.stderr, /^tproxyctl: interception lost: .*tproxy_helper/m);
 
     // The helper never re-creates the table behind the user's back...
     await sleep(2_500);
@@ -99,6 +109,7 @@ describe('failing safe', { skip: skip ?? false, timeout: 300_000 }, () => {
     // ...and stop still removes the rest (rules and routes) cleanly.
     const stopped = await h.client.call(methods.captureStop, {});
     assert.equal(stopped.running, false);
+    assert.equal(pushed.at(-1)?.running, false, 'the stop is pushed too');
     assert.equal(stopped.interception, undefined);
     assert.equal(await ourSteering(topo.clientNs), '');
   });

@@ -19,6 +19,7 @@ export {
   PROTOCOL_VERSION,
   RpcError,
   methods,
+  type CaptureStatus,
   type Exchange,
   type ExchangeDetail,
   type MethodDescriptor,

@@ -3,6 +3,7 @@
  * of the exchange, so a client that missed one notification is never left with a half-updated copy.
  */
 import { z } from 'zod';
+import { CaptureStatusSchema } from './methods/capture.js';
 import { ExchangeSchema } from './model/exchange.js';
 
 export const ExchangeNotificationParamsSchema = z.object({ exchange: ExchangeSchema });
@@ -23,6 +24,11 @@ export const ExportChunkParamsSchema = z.object({
   data: z.string(),
 });
 
+export const CaptureStatusChangedParamsSchema = z.object({
+  /** The status as `capture.status` would return it now. */
+  status: CaptureStatusSchema,
+});
+
 export const notifications = {
   /** The request head arrived from the client. */
   exchangeStarted: { method: 'exchange.started', params: ExchangeNotificationParamsSchema },
@@ -32,11 +38,18 @@ export const notifications = {
   exchangeCompleted: { method: 'exchange.completed', params: ExchangeNotificationParamsSchema },
   /** `exchanges.clear` emptied the buffer (sent to every subscriber, whatever its filter). */
   exchangesCleared: { method: 'exchanges.cleared', params: ExchangesClearedParamsSchema },
+  /**
+   * Capture started or stopped, or its steering was lost or restored (someone flushed our table,
+   * rule or route, or the fail-open refresh failed): sent to every subscriber, so a dashboard or a
+   * script notices "interception lost" without polling.
+   */
+  captureStatusChanged: { method: 'capture.statusChanged', params: CaptureStatusChangedParamsSchema },
   /** One piece of an `exchanges.export` document, sent only to the connection that asked for it. */
   exportChunk: { method: 'exchanges.exportChunk', params: ExportChunkParamsSchema },
 } as const;
 
 export type ExchangeNotificationParams = z.infer<typeof ExchangeNotificationParamsSchema>;
 export type ExchangesClearedParams = z.infer<typeof ExchangesClearedParamsSchema>;
+export type CaptureStatusChangedParams = z.infer<typeof CaptureStatusChangedParamsSchema>;
 export type ExportChunkParams = z.infer<typeof ExportChunkParamsSchema>;
 export type NotificationName = (typeof notifications)[keyof typeof notifications]['method'];

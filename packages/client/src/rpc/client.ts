@@ -8,12 +8,14 @@
  */
 import {
   DEFAULT_SOCKET_PATH,
+  CaptureStatusChangedParamsSchema,
   ExchangeNotificationParamsSchema,
   ExchangesClearedParamsSchema,
   ExportChunkParamsSchema,
   formatZodError,
   methods,
   notifications,
+  type CaptureStatus,
   type Exchange,
   type ExchangesClearedParams,
   type ExchangesExportParams,
@@ -58,6 +60,7 @@ export class TproxyClient {
   private readonly exchangeListeners = new Set<ExchangeListener>();
   private readonly errorListeners = new Set<(err: ProtocolError) => void>();
   private readonly clearedListeners = new Set<(cleared: ExchangesClearedParams) => void>();
+  private readonly statusListeners = new Set<(status: CaptureStatus) => void>();
   private exporting = false;
 
   private constructor(private readonly connection: Connection) {
@@ -104,6 +107,15 @@ export class TproxyClient {
   onExchange(listener: ExchangeListener): () => void {
     this.exchangeListeners.add(listener);
     return () => this.exchangeListeners.delete(listener);
+  }
+
+  /**
+   * Listens for `capture.statusChanged`: capture started or stopped, or its steering was lost or
+   * restored (the connection must have called `exchanges.subscribe`).
+   */
+  onCaptureStatus(listener: (status: CaptureStatus) => void): () => void {
+    this.statusListeners.add(listener);
+    return () => this.statusListeners.delete(listener);
   }
 
   /** Listens for `exchanges.cleared` (the connection must have called `exchanges.subscribe`). */
@@ -193,6 +205,10 @@ export class TproxyClient {
       this.onClearedNotification(params);
       return;
     }
+    if (method === notifications.captureStatusChanged.method) {
+      this.onStatusNotification(params);
+      return;
+    }
     const event = EXCHANGE_EVENTS.get(method);
     // Notifications this client does not know (from a newer helper) are not errors: ignore them.
     if (event === undefined || this.exchangeListeners.size === 0) return;
@@ -202,6 +218,16 @@ export class TproxyClient {
       return;
     }
     for (const listener of [...this.exchangeListeners]) listener(event, parsed.data.exchange);
+  }
+
+  private onStatusNotification(params: unknown): void {
+    if (this.statusListeners.size === 0) return;
+    const parsed = CaptureStatusChangedParamsSchema.safeParse(params);
+    if (!parsed.success) {
+      this.reportError(new ProtocolError(`tproxy-helper sent an invalid ${notifications.captureStatusChanged.method} notification: ${formatZodError(parsed.error)}`));
+      return;
+    }
+    for (const listener of [...this.statusListeners]) listener(parsed.data.status);
   }
 
   private onClearedNotification(params: unknown): void {

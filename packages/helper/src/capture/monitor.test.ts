@@ -90,13 +90,35 @@ function setup() {
   const lines: string[] = [];
   const log = createLogger('test', 'info', (l) => lines.push(l));
   const timers = new ManualTimers();
-  const monitor = new SteeringMonitor({ steering: new Steering(exec, log), plan, log, timers, now: () => timers.now });
+  const changes: boolean[] = [];
+  const monitor = new SteeringMonitor({ steering: new Steering(exec, log), plan, log, timers, now: () => timers.now, onChange: (h) => changes.push(h.ok) });
   const heartbeats = () => exec.calls.filter((c) => c.input === HEARTBEAT).length;
   const verifies = () => exec.calls.filter((c) => c.argv.join(' ') === 'nft list tables').length;
-  return { exec, kernel, lines, timers, monitor, heartbeats, verifies };
+  return { exec, kernel, lines, timers, monitor, heartbeats, verifies, changes };
 }
 
 describe('SteeringMonitor', () => {
+  it('calls onChange when the problems change (lost, a new symptom, restored), never on an unchanged check', async () => {
+    const { kernel, timers, monitor, changes } = setup();
+    monitor.start();
+    await timers.advance(10_000);
+    assert.deepEqual(changes, [], 'nothing changed while everything is in place');
+    kernel.tableGone = true;
+    await timers.advance(10_000);
+    // The failed heartbeat and the missing table are noticed by different loops: up to two reports.
+    assert.ok(changes.length >= 1 && changes.length <= 2 && changes.every((ok) => !ok), JSON.stringify(changes));
+    const lost = changes.length;
+    await timers.advance(10_000);
+    assert.equal(changes.length, lost, 'the same problems again are not news');
+    kernel.tableGone = false;
+    await timers.advance(10_000);
+    assert.equal(changes.at(-1), true);
+    const restored = changes.length;
+    await timers.advance(10_000);
+    assert.equal(changes.length, restored);
+    await monitor.stop();
+  });
+
   it('refreshes the port set every 2 s and verifies every 5 s, never before one interval', async () => {
     const { exec, timers, monitor, heartbeats, verifies } = setup();
     monitor.start();

@@ -52,6 +52,8 @@ export interface SteeringMonitorOptions {
   now?: () => number;
   heartbeatMs?: number;
   verifyMs?: number;
+  /** Called when interception is lost or restored (the set of problems changed). */
+  onChange?: (health: InterceptionHealth) => void;
 }
 
 export class SteeringMonitor {
@@ -132,6 +134,7 @@ export class SteeringMonitor {
     this.reported = key;
     if (problems.length > 0) this.opts.log.error(`interception lost or degraded: ${problems.join('; ')}`);
     else this.opts.log.info('interception restored: every steering rule and route is in place again');
+    this.opts.onChange?.(this.health());
   }
 
   private schedule(name: 'heartbeat' | 'verify', ms: number, task: () => Promise<void>): void {

@@ -40,6 +40,7 @@ class FakeCapture implements CaptureControl {
   caInstall = captureDouble().caInstall;
   caUninstall = captureDouble().caUninstall;
   caRotate = captureDouble().caRotate;
+  onStatusChange = captureDouble().onStatusChange;
 }
 
 describe('RunManager on a fake cgroup tree and /proc', () => {

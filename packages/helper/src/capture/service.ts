@@ -91,6 +91,7 @@ export class CaptureService {
   private readonly trust: TrustManager;
   private readonly steering: Steering;
   private readonly publicTrust: PublicTrustFiles;
+  private readonly statusListeners = new Set<(status: CaptureStatus) => void>();
 
   constructor(private readonly opts: CaptureServiceOptions) {
     this.steering = new Steering(opts.exec, opts.log.child('firewall'));
@@ -132,6 +133,7 @@ export class CaptureService {
       const undo: Undo[] = [];
       try {
         this.session = await this.startSteps(config, native.native, undo);
+        this.announce();
         return this.status();
       } catch (err) {
         await this.rollback(undo);
@@ -179,7 +181,7 @@ export class CaptureService {
     await updateRecord(this.opts.stateDir, { pid: process.pid, startedAt: Date.now(), firewall: config });
     undo.push({ what: 'reverting steering', run: () => this.revertSteering(plan, backend.steering) });
     await backend.steering.apply(plan);
-    const monitor = new SteeringMonitor({ steering: backend.steering, plan, log: log.child('monitor') });
+    const monitor = new SteeringMonitor({ steering: backend.steering, plan, log: log.child('monitor'), onChange: () => this.announce() });
     undo.push({ what: 'stopping the steering monitor', run: () => monitor.stop() });
     monitor.start();
 
@@ -256,6 +258,7 @@ export class CaptureService {
       this.session = null;
       await clearRecord(this.opts.stateDir);
       this.opts.log.info('capture stopped; rules, routes and trust-store entry removed');
+      this.announce();
       return this.status();
     });
   }
@@ -318,6 +321,24 @@ export class CaptureService {
       this.opts.log.warn(`repaired state left by helper pid ${record.pid}: ${done.join('; ') || 'nothing was left'}`);
       return { removed: done, previous: previousSession(record, done) };
     });
+  }
+
+  onStatusChange(listener: (status: CaptureStatus) => void): () => void {
+    this.statusListeners.add(listener);
+    return () => this.statusListeners.delete(listener);
+  }
+
+  /** Tells status listeners (subscribed RPC clients) the current status; built only when someone listens. */
+  private announce(): void {
+    if (this.statusListeners.size === 0) return;
+    const status = this.status();
+    for (const listener of this.statusListeners) {
+      try {
+        listener(status);
+      } catch (err) {
+        this.opts.log.error(`status listener failed: ${(err as Error).message}`);
+      }
+    }
   }
 
   status(): CaptureStatus {

@@ -26,6 +26,8 @@ export interface CaptureControl {
   stop(): Promise<CaptureStatus>;
   status(): CaptureStatus;
   ca(): Promise<CaGetResult>;
+  /** Calls `listener` with the new status when capture starts, stops, or loses or regains its steering. */
+  onStatusChange(listener: (status: CaptureStatus) => void): () => void;
   /** ca.install: persistent OS trust-store entry. */
   caInstall(params: CaInstallParams): Promise<CaGetResult>;
   /** ca.uninstall: the persistent OS trust-store entry. */

@@ -16,6 +16,7 @@ class FakeCapture implements CaptureControl {
   caInstall = captureDouble().caInstall;
   caUninstall = captureDouble().caUninstall;
   caRotate = captureDouble().caRotate;
+  onStatusChange = captureDouble().onStatusChange;
   async start(config: Parameters<CaptureControl['start']>[0]) {
     this.started.push(config);
     return { ...stopped, running: true, config };

@@ -174,9 +174,14 @@ export class RpcServer {
         const offClear = store.onClear((cleared) => {
           if (!stuck()) write({ jsonrpc: '2.0', method: notifications.exchangesCleared.method, params: cleared });
         });
+        // Whatever the filter: "interception lost" must reach everyone watching.
+        const offStatus = this.opts.services.capture.onStatusChange((status) => {
+          if (!stuck()) write({ jsonrpc: '2.0', method: notifications.captureStatusChanged.method, params: { status } });
+        });
         unsubscribe = () => {
           offExchanges();
           offClear();
+          offStatus();
         };
       },
       unsubscribe: () => {

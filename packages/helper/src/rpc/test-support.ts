@@ -24,6 +24,7 @@ export function captureDouble(overrides: Partial<CaptureControl> = {}): CaptureC
     stop: async () => STOPPED_STATUS,
     status: () => STOPPED_STATUS,
     ca: async () => sampleCaResult(),
+    onStatusChange: () => () => undefined,
     caInstall: () => unused('ca.install'),
     caUninstall: () => unused('ca.uninstall'),
     caRotate: () => unused('ca.rotate'),

@@ -5,12 +5,19 @@
  * SIGINT/SIGTERM (exit 0), after --count completed exchanges (exit 0), at
  * --timeout (exit 0, or 1 if --count was not reached), or when the helper goes away (exit 1).
  */
-import { methods, type Exchange } from '@tproxy/protocol';
+import { methods, type CaptureStatus, type Exchange } from '@tproxy/protocol';
 import type { ExchangeEvent } from '../../rpc/client.js';
 import { ConnectionClosedError } from '../../rpc/errors.js';
 import { boolFlag, expectPositionals, parseInteger, parseSeconds, stringFlag, UsageError, type Command } from '../command.js';
 import { FILTER_FLAGS, FILTER_USAGE, filterFromArgs } from '../filter-flags.js';
-import { formatTailLine, jsonLine } from '../output.js';
+import { escapeInline, formatTailLine, jsonLine } from '../output.js';
+
+/** One stderr line for a `capture.statusChanged` notification. */
+export function describeCaptureChange(status: CaptureStatus): string {
+  if (!status.running) return 'tproxyctl: capture stopped';
+  if (status.interception && !status.interception.ok) return `tproxyctl: interception lost: ${escapeInline(status.interception.problems.join('; '))}`;
+  return `tproxyctl: capture running (ports ${status.config?.ports.join(',') ?? '?'}), interception in place`;
+}
 
 export const tailCommand: Command = {
   name: 'tail',
@@ -72,6 +79,8 @@ Exits 0 on SIGINT/SIGTERM, 1 if the helper goes away.`,
           if (count !== undefined && completed >= count) finish(0);
         }),
         client.onError((err) => ctx.warn(`warning: ${err.message}\n`)),
+        // On stderr, so stdout stays one line (or JSON object) per exchange.
+        client.onCaptureStatus((status) => ctx.warn(`${describeCaptureChange(status)}\n`)),
         client.onClose((reason) => finish(new ConnectionClosedError(`tproxy-helper went away: ${reason.message}`, { cause: reason }))),
       );
       if (ctx.io.onSignal) cleanups.push(ctx.io.onSignal(() => finish(0)));

@@ -45,6 +45,17 @@ function CaptureState({ capture, captureBusy, connected }: { readonly capture: C
     const scope = capture.config?.scope;
     // Whose traffic this is matters: an operator's capture covers only its own uid.
     const whose = [scope?.uids ? `uid ${scope.uids.join(',')}` : '', scope?.cgroup ? `cgroup ${escapeInline(scope.cgroup)}` : ''].filter(Boolean).join(' in ');
+    const lost = capture.interception && !capture.interception.ok ? capture.interception.problems : null;
+    if (lost) {
+      // Rules flushed or routes deleted by someone else: capturing nothing must not look like "quiet".
+      return (
+        <Text>
+          <Text color="red">⚠ interception lost{stale}</Text>
+          {SEP}
+          {escapeInline(lost.join('; '))}
+        </Text>
+      );
+    }
     return (
       <Text>
         <Text color="green">● running{stale}</Text>

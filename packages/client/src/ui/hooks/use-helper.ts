@@ -102,6 +102,8 @@ export function useHelper(socketPath: string, deps: UiDeps, dispatch: (action: A
           live.onError((err) => dispatch({ type: 'notice', text: err.message, level: 'error', now: deps.now() })),
           // Another client ran exchanges.clear: drop the rows too (batched events first, to keep order).
           live.onCleared(({ throughId }) => (flush(), dispatch({ type: 'helperCleared', throughId }))),
+          // Started, stopped, or interception lost/restored: shown at once, not at the next poll.
+          live.onCaptureStatus((status) => dispatch({ type: 'statusReceived', status })),
         ];
         live.onClose((reason) => {
           for (const off of unlisten) off();
