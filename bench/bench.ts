@@ -8,9 +8,17 @@
  *  upstream ns "tpu-<pid>": nginx 198.18.0.2:443 (ssl, http2), cert from the test CA for
  *                           upstream.test + *.bench.test + IP 198.18.0.2
  *
- * Entry: bench/run.sh (installs nginx-light + nghttp2-client, builds, then runs this file with tsx).
+ * The peers (bench/peers.ts: mitmproxy in transparent mode behind nat REDIRECT, sslsplit with its
+ * TPROXY engine) run in the client namespace too, and each workload also goes through each of them.
+ *
+ * Entry: bench/run.sh (installs nginx-light, nghttp2-client, mitmproxy, sslsplit, builds, then runs
+ * this file with tsx).
  * Flags: --runs N (3), --duration S (5), --download-mib N (1024), --names N (30), --quick,
- *        --only h1,h2,conn,dl,mint (a subset; the helper-RSS step always runs).
+ *        --only h1,h2,conn,dl,mint (a subset; the RSS step runs unless --no-rss),
+ *        --peers mitmproxy,sslsplit (default both; --peers none for tproxy vs direct only),
+ *        --profile DIR (V8 CPU profile of the helper, written when it exits),
+ *        --leaf-key ecdsa-p256|rsa-2048 (the helper's leaf key type; default ecdsa-p256),
+ *        --helper-env K=V (repeatable; extra environment for the helper), --no-rss (skip the memory step).
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -20,6 +28,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { methods, TproxyClient } from '@tproxy/client';
 import { makeUpstreamCa, type UpstreamCerts } from '../test/e2e/lib/certs.js';
+import { startPeers, type Peer, type PeerName, type PeerUnavailable } from './peers.js';
 import { HELPER_MAIN } from '../test/e2e/lib/helper.js';
 import { which } from '../test/e2e/lib/preflight.js';
 import { runCommand, runInNs, waitForListen, type ProcHandle } from '../test/e2e/lib/proc.js';
@@ -46,6 +55,29 @@ const ONLY = (() => {
   const i = process.argv.indexOf('--only');
   return i < 0 ? undefined : new Set((process.argv[i + 1] ?? '').split(','));
 })();
+const PEERS: PeerName[] = (() => {
+  const i = process.argv.indexOf('--peers');
+  if (i < 0) return ['mitmproxy', 'sslsplit'];
+  const list = (process.argv[i + 1] ?? '').split(',').filter((x) => x && x !== 'none');
+  for (const x of list) if (x !== 'mitmproxy' && x !== 'sslsplit') throw new Error(`--peers: unknown peer ${x} (mitmproxy, sslsplit, none)`);
+  return list as PeerName[];
+})();
+/** --profile DIR: the helper writes a V8 CPU profile there when it exits (open it in Chrome DevTools). */
+const PROFILE_DIR = (() => {
+  const i = process.argv.indexOf('--profile');
+  return i < 0 ? undefined : process.argv[i + 1];
+})();
+/** --leaf-key rsa-2048|ecdsa-p256: the helper's leaf key type (TPROXY_LEAF_KEY), to measure the lever. */
+const LEAF_KEY = (() => {
+  const i = process.argv.indexOf('--leaf-key');
+  return i < 0 ? undefined : process.argv[i + 1];
+})();
+/** --helper-env K=V (repeatable): extra environment for the helper, e.g. MALLOC_ARENA_MAX=2. */
+const HELPER_ENV: Record<string, string> = Object.fromEntries(
+  process.argv.flatMap((a, i) => (a === '--helper-env' && process.argv[i + 1]?.includes('=') ? [process.argv[i + 1]!.split(/=(.*)/s).slice(0, 2)] : [])),
+);
+/** --no-rss: skip the 256-connection memory step (e.g. to profile one workload alone). */
+const NO_RSS = process.argv.includes('--no-rss');
 const KEEPALIVE_CLIENTS = 32;
 const CONN_REQS = QUICK ? 800 : 2000;
 const RESULTS = fileURLToPath(new URL('./RESULTS.md', import.meta.url));
@@ -85,15 +117,36 @@ function procStatusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   return Number(m[1]);
 }
 
-/** Samples VmRSS of `pid` every 100 ms until stopped; returns the peak in MiB. */
-function rssSampler(pid: number): { stop(): number } {
-  let peak = procStatusKb(pid, 'VmRSS');
-  const t = setInterval(() => {
+/** `pid` and its descendants (sslsplit forks a privilege-separated worker). */
+function processTree(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length && i < 64; i++) {
     try {
-      peak = Math.max(peak, procStatusKb(pid, 'VmRSS'));
+      const kids = readFileSync(`/proc/${out[i]}/task/${out[i]}/children`, 'utf8').trim();
+      if (kids) out.push(...kids.split(/\s+/).map(Number));
     } catch {
-      // Helper gone: the run will fail on its own.
+      // Exited meanwhile.
     }
+  }
+  return out;
+}
+
+/** Sum of `field` over the process tree of `pid`, in kB. */
+function treeKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  return processTree(pid).reduce((sum, p) => {
+    try {
+      return sum + procStatusKb(p, field);
+    } catch {
+      return sum;
+    }
+  }, 0);
+}
+
+/** Samples VmRSS of `pid` (and its children) every 100 ms until stopped; returns the peak in MiB. */
+function rssSampler(pid: number): { stop(): number } {
+  let peak = treeKb(pid, 'VmRSS');
+  const t = setInterval(() => {
+    peak = Math.max(peak, treeKb(pid, 'VmRSS'));
   }, 100);
   return {
     stop() {
@@ -189,25 +242,46 @@ interface Helper {
 async function startHelper(topo: Topology, dir: string, certs: UpstreamCerts): Promise<Helper> {
   const socketPath = join(dir, 'helper.sock');
   // --log-level info (the e2e harness uses debug): per-request debug logs would be measured too.
-  const argv = [process.execPath, HELPER_MAIN, '--socket', socketPath, '--state-dir', join(dir, 'helper-state'), '--upstream-ca', certs.caCert, '--log-level', 'info'];
-  const proc = topo.spawn(topo.clientNs, socketActivateArgv(socketPath, argv, { fdName: 'rpc' }));
+  const argv = [process.execPath, ...(PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : []), HELPER_MAIN, '--socket', socketPath, '--state-dir', join(dir, 'helper-state'), '--upstream-ca', certs.caCert, '--log-level', 'info'];
+  const env: Record<string, string> = { ...HELPER_ENV, ...(LEAF_KEY ? { TPROXY_LEAF_KEY: LEAF_KEY } : {}) };
+  const proc = topo.spawn(topo.clientNs, socketActivateArgv(socketPath, argv, { fdName: 'rpc', env }));
   await waitForSocket(socketPath);
   const client = await TproxyClient.connect({ socketPath, timeoutMs: 60_000 });
   return { proc, client, running: false };
 }
 
-type Mode = 'direct' | 'tproxy';
+/** direct = no interceptor; otherwise the one interceptor whose rules are in place. */
+type Mode = 'direct' | 'tproxy' | PeerName;
+type Proxy = Exclude<Mode, 'direct'>;
 
-async function setMode(h: Helper, mode: Mode): Promise<void> {
-  const want = mode === 'tproxy';
-  if (h.running === want) return;
-  const s = want ? await h.client.call(methods.captureStart, {}) : await h.client.call(methods.captureStop, {});
-  if (s.running !== want) throw new Error(`capture ${want ? 'start' : 'stop'}: still running=${s.running}`);
-  h.running = want;
+/** Everything that can intercept: tproxy-helper and the peers that started. */
+interface Interceptors {
+  helper: Helper;
+  peers: Peer[];
 }
 
-async function interceptCount(h: Helper): Promise<number> {
-  return (await h.client.call(methods.captureStatus, {})).interceptCount;
+/** At most one interceptor steers at a time: the others' rules are removed first. */
+async function setMode(ix: Interceptors, mode: Mode): Promise<void> {
+  for (const p of ix.peers) if (p.name !== mode) await p.disable();
+  const h = ix.helper;
+  const want = mode === 'tproxy';
+  if (h.running !== want) {
+    const s = want ? await h.client.call(methods.captureStart, {}) : await h.client.call(methods.captureStop, {});
+    if (s.running !== want) throw new Error(`capture ${want ? 'start' : 'stop'}: still running=${s.running}`);
+    h.running = want;
+  }
+  await ix.peers.find((p) => p.name === mode)?.enable();
+}
+
+/** Connections each interceptor has taken so far (tproxy's interceptCount, the peers' nft counters). */
+async function interceptCounts(ix: Interceptors): Promise<Partial<Record<Proxy, number>>> {
+  const counts: Partial<Record<Proxy, number>> = { tproxy: (await ix.helper.client.call(methods.captureStatus, {})).interceptCount };
+  for (const p of ix.peers) counts[p.name] = await p.steered();
+  return counts;
+}
+
+function pidOf(ix: Interceptors, mode: Proxy): number {
+  return mode === 'tproxy' ? ix.helper.proc.pid : ix.peers.find((p) => p.name === mode)!.proc.pid;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -279,6 +353,8 @@ interface Workload {
   title: string;
   /** Metric key -> [label, unit, higher is better]. */
   metrics: Record<string, [string, string, boolean]>;
+  /** Connections a run opens: a proxied run in which fewer were intercepted partly went direct. */
+  connections?: number;
   run(mode: Mode): Promise<Sample>;
 }
 
@@ -287,7 +363,7 @@ interface Workload {
 
 interface Row {
   workload: Workload;
-  samples: Record<Mode, Sample[]>;
+  samples: Partial<Record<Mode, Sample[]>>;
 }
 
 async function main(): Promise<void> {
@@ -297,7 +373,10 @@ async function main(): Promise<void> {
   await chmod(dir, 0o755);
   let topo: Topology | undefined;
   let helper: Helper | undefined;
+  let peers: Peer[] = [];
+  let unavailable: PeerUnavailable[] = [];
   const extra: string[] = [];
+  const rss256ByMode: Partial<Record<Proxy, number>> = {};
   try {
     log(`runs=${RUNS} duration=${DURATION}s download=${DOWNLOAD_MIB} MiB names=${NAMES}`);
     const certs = await makeUpstreamCa(dir);
@@ -305,7 +384,10 @@ async function main(): Promise<void> {
     const tp = topo;
     await startNginx(tp, dir, certs);
     helper = await startHelper(tp, dir, certs);
-    const h = helper;
+    ({ peers, unavailable } = await startPeers(tp, dir, certs.caCert, PEERS));
+    for (const u of unavailable) log(`peer ${u.name} unavailable: ${u.reason}`);
+    const ix: Interceptors = { helper, peers };
+    const modes: Mode[] = ['direct', 'tproxy', ...peers.map((p) => p.name)];
     const dur = ['-D', String(DURATION), '--warm-up-time', '1'];
     const tmo = DURATION + 30;
 
@@ -314,12 +396,14 @@ async function main(): Promise<void> {
         key: 'h1',
         title: `HTTP/1.1 keep-alive, 100 B GET, ${KEEPALIVE_CLIENTS} connections`,
         metrics: { rps: ['req/s', 'req/s', true], p50: ['p50 latency', 'ms', false], p99: ['p99 latency', 'ms', false] },
+        connections: KEEPALIVE_CLIENTS,
         run: async () => h2loadSample(await h2load(tp, dir, ['--h1', '-c', String(KEEPALIVE_CLIENTS), ...dur], '/small', tmo), ['rps', 'p50', 'p99'], 'http/1.1'),
       },
       {
         key: 'h2',
-        title: 'HTTP/2 offered (ALPN h2,http/1.1), 4 connections x 32 streams (-m 32)',
+        title: 'HTTP/2 multiplexed keep-alive, 100 B GET (ALPN h2,http/1.1 offered), 4 connections x 32 streams',
         metrics: { rps: ['req/s', 'req/s', true], p50: ['p50 latency', 'ms', false], p99: ['p99 latency', 'ms', false] },
+        connections: 4,
         run: async () => h2loadSample(await h2load(tp, dir, ['-c', '4', '-m', '32', ...dur], '/small', tmo), ['rps', 'p50', 'p99'], 'h2'),
       },
       {
@@ -334,41 +418,47 @@ async function main(): Promise<void> {
       {
         key: 'dl',
         title: `Download ${DOWNLOAD_MIB} MiB over one HTTP/1.1 connection (curl)`,
-        metrics: { mbps: ['throughput', 'MB/s', true], rss: ['helper peak RSS during it', 'MiB', false] },
+        metrics: { mbps: ['throughput', 'MB/s', true], rss: ['proxy peak RSS during it', 'MiB', false] },
         run: async (mode) => {
-          const sampler = rssSampler(h.proc.pid);
+          const sampler = mode === 'direct' ? undefined : rssSampler(pidOf(ix, mode));
           const r = await runInNs(
             tp.clientNs,
             ['curl', '-q', '--noproxy', '*', '-sS', '-k', '--http1.1', '--max-time', '600', '--resolve', 'upstream.test:443:198.18.0.2', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', `${URL_BASE}/big`],
             { timeoutMs: 620_000 },
           );
-          const rss = sampler.stop();
+          const rss = sampler?.stop();
           const [size, secs] = r.stdout.trim().split(' ').map(Number);
           const ok = r.code === 0 && size === DOWNLOAD_MIB * 1024 * 1024;
           const values: Record<string, number> = { mbps: (size ?? 0) / MB / (secs ?? NaN) };
-          if (mode === 'tproxy') values.rss = rss;
+          if (rss !== undefined) values.rss = rss;
           return { values, notes: ok ? [] : [`curl exit ${r.code}, ${size} bytes: ${r.stderr.trim()}`], ok };
         },
       },
       {
         key: 'mint',
-        title: `First request to a never-seen hostname (new TLS conn + GET, sequential, ${NAMES} unique SNI names per run)`,
-        metrics: { fresh: ['median per request, fresh name', 'ms', false], same: ['median per request, repeated name', 'ms', false] },
+        title: `First request to a never-seen hostname (new TLS conn + GET, sequential, ${NAMES} unique SNI names per run; then ${NAMES} to one name, without and with session resumption)`,
+        metrics: {
+          fresh: ['median per request, fresh name', 'ms', false],
+          same: ['median per request, repeated name', 'ms', false],
+          resumed: ['median per request, repeated name, TLS session resumed', 'ms', false],
+        },
         run: async (mode) => {
           const once = async (extraArgs: string[]) => {
             const r = await runInNs(tp.clientNs, [process.execPath, FRESH_NAMES_SCRIPT, '--count', String(NAMES), ...extraArgs], { timeoutMs: 120_000 });
             if (r.code !== 0) throw new Error(`fresh-names: ${r.stderr}`);
-            return JSON.parse(r.stdout.trim().split('\n').pop()!) as { ms: number[]; issuers: string[] };
+            return JSON.parse(r.stdout.trim().split('\n').pop()!) as { ms: number[]; issuers: string[]; resumed: number };
           };
           const tag = `${mode[0]}${process.hrtime.bigint().toString(36)}`;
           const fresh = await once(['--prefix', tag]);
           const same = await once(['--prefix', `${tag}s`, '--same']);
-          const issuers = [...new Set([...fresh.issuers, ...same.issuers])];
+          const resumed = await once(['--prefix', `${tag}r`, '--same', '--resume']);
+          const issuers = [...new Set([...fresh.issuers, ...same.issuers, ...resumed.issuers])];
           const intercepted = issuers.some((i) => !/TEST UPSTREAM CA/.test(i));
-          const ok = intercepted === (mode === 'tproxy');
+          const ok = intercepted === (mode !== 'direct');
           return {
-            values: { fresh: median(fresh.ms), same: median(same.ms) },
-            notes: [`issuer ${issuers.join(', ')}`, ...(ok ? [] : ['interception state does not match the mode'])],
+            // The first connection of the resumed series is a full handshake: only resumed ones count.
+            values: { fresh: median(fresh.ms), same: median(same.ms), ...(resumed.resumed > 0 ? { resumed: median(resumed.ms.slice(1)) } : {}) },
+            notes: [`issuer ${issuers.join(', ')}`, `${resumed.resumed} of ${NAMES - 1} reconnects resumed`, ...(ok ? [] : ['interception state does not match the mode'])],
             ok,
           };
         },
@@ -377,62 +467,74 @@ async function main(): Promise<void> {
 
     const rows: Row[] = [];
     for (const w of workloads.filter((x) => !ONLY || ONLY.has(x.key))) {
-      const row: Row = { workload: w, samples: { direct: [], tproxy: [] } };
+      const row: Row = { workload: w, samples: {} };
       rows.push(row);
       for (let i = 0; i < RUNS; i++) {
-        // ABBA order, so slow drift (thermal, page cache) does not favour one side.
-        const order: Mode[] = i % 2 === 0 ? ['direct', 'tproxy'] : ['tproxy', 'direct'];
+        // ABBA order (A B C D, D C B A, ...), so slow drift (thermal, page cache) favours no one.
+        const order: Mode[] = i % 2 === 0 ? modes : [...modes].reverse();
         for (const mode of order) {
-          await setMode(h, mode);
-          const before = await interceptCount(h);
+          await setMode(ix, mode);
+          const before = await interceptCounts(ix);
           let s: Sample;
           try {
             s = await w.run(mode);
           } catch (err) {
             s = { values: {}, notes: [`error: ${(err as Error).message.split('\n')[0]}`], ok: false };
           }
-          const delta = (await interceptCount(h)) - before;
-          if (mode === 'direct' && delta !== 0) {
-            s.ok = false;
-            s.notes.push(`direct run was intercepted ${delta} times`);
+          const after = await interceptCounts(ix);
+          // Proof of the path: the run's own interceptor took connections, and no other one did.
+          for (const [who, n] of Object.entries(after) as Array<[Proxy, number]>) {
+            const delta = n - (before[who] ?? 0);
+            if (who === mode) {
+              if (delta === 0) {
+                s.ok = false;
+                s.notes.push(`${mode} run was not intercepted`);
+              } else if (w.connections !== undefined && delta < w.connections) {
+                s.ok = false;
+                s.notes.push(`only ${delta} of ${w.connections} connections intercepted`);
+              } else s.notes.push(`${delta} connections intercepted`);
+            } else if (delta !== 0) {
+              s.ok = false;
+              s.notes.push(`${mode} run went through ${who} ${delta} times`);
+            }
           }
-          if (mode === 'tproxy' && delta === 0) {
-            s.ok = false;
-            s.notes.push('tproxy run was not intercepted');
-          }
-          if (mode === 'tproxy') s.notes.push(`${delta} connections intercepted`);
-          row.samples[mode].push(s);
+          (row.samples[mode] ??= []).push(s);
           log(`${w.key} ${mode} #${i + 1}: ${Object.entries(s.values).map(([k, v]) => `${k}=${v.toFixed(2)}`).join(' ')} ${s.ok ? '' : 'FAILED '}${s.notes.join('; ')}`);
         }
       }
     }
 
-    // Helper RSS: idle, and while holding 256 concurrent keep-alive connections.
-    await setMode(h, 'tproxy');
-    const idleRss = procStatusKb(h.proc.pid, 'VmRSS') / 1024;
-    const sampler = rssSampler(h.proc.pid);
-    // Count mode, bounded: 256 connections x 40 requests. A hang is reported, not fatal.
-    let r256: H2loadResult | undefined;
-    let r256err = '';
-    try {
-      r256 = await h2load(tp, dir, ['--h1', '-c', '256', '-n', String(256 * 40)], '/small', 90);
-    } catch (err) {
-      r256err = `h2load did not finish: ${(err as Error).message.split('\n')[0]}`;
+    // Proxy RSS: idle, and while holding 256 concurrent keep-alive connections.
+    for (const mode of NO_RSS ? [] : modes.filter((m): m is Proxy => m !== 'direct')) {
+      await setMode(ix, mode);
+      const pid = pidOf(ix, mode);
+      const idleRss = treeKb(pid, 'VmRSS') / 1024;
+      const sampler = rssSampler(pid);
+      // Count mode, bounded: 256 connections x 40 requests. A hang is reported, not fatal.
+      let r256: H2loadResult | undefined;
+      let r256err = '';
+      try {
+        r256 = await h2load(tp, dir, ['--h1', '-c', '256', '-n', String(256 * 40)], '/small', 120);
+      } catch (err) {
+        r256err = `h2load did not finish: ${(err as Error).message.split('\n')[0]}`;
+      }
+      const rss256 = sampler.stop();
+      rss256ByMode[mode] = rss256;
+      const hwm = treeKb(pid, 'VmHWM') / 1024;
+      extra.push(
+        `| ${mode} | ${idleRss.toFixed(1)} MiB | ${rss256.toFixed(1)} MiB (${r256 ? `h2load: ${r256.reqPerSec.toFixed(0)} req/s, ${r256.succeeded} ok, ${r256.failed} failed, p99 ${r256.p99ms.toFixed(1)} ms` : r256err}) | ${hwm.toFixed(1)} MiB |`,
+      );
+      log(`rss ${mode}: idle ${idleRss.toFixed(1)} MiB, 256 conns ${rss256.toFixed(1)} MiB, hwm ${hwm.toFixed(1)} MiB`);
     }
-    const rss256 = sampler.stop();
-    const hwm = procStatusKb(h.proc.pid, 'VmHWM') / 1024;
-    extra.push(
-      `| helper RSS, idle after the runs above | ${idleRss.toFixed(1)} MiB |`,
-      `| helper RSS (peak sampled every 100 ms) with 256 concurrent HTTP/1.1 keep-alive connections | ${rss256.toFixed(1)} MiB (${r256 ? `h2load: ${r256.reqPerSec.toFixed(0)} req/s, ${r256.succeeded} ok, ${r256.failed} failed, p99 ${r256.p99ms.toFixed(1)} ms` : r256err}) |`,
-      `| helper peak RSS over the whole benchmark (VmHWM) | ${hwm.toFixed(1)} MiB |`,
-    );
-    await setMode(h, 'direct');
+    await setMode(ix, 'direct');
 
-    const report = renderReport(rows, extra, (performance.now() - t0) / 1000);
+    const previous = await readFile(RESULTS, 'utf8').catch(() => '');
+    const report = renderReport(rows, modes, peers, unavailable, [...extra, '', ...targets(rows, modes, rss256ByMode)], (performance.now() - t0) / 1000, keptAnalysis(previous));
     await writeFile(RESULTS, report);
     console.log(report);
     log(`wrote ${RESULTS}`);
   } finally {
+    for (const p of peers) await p.disable().catch((e: Error) => console.error(e.message));
     await helper?.client.close().catch(() => undefined);
     // Stops the helper (by pid: SIGTERM, then SIGKILL), nginx, anything left, and the namespaces.
     await topo?.destroy().catch((e: Error) => console.error(e.message));
@@ -445,7 +547,7 @@ function fmt(v: number): string {
   return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
 }
 
-function machine(): string[] {
+function machine(peers: Peer[], unavailable: PeerUnavailable[]): string[] {
   const sh = (argv: string[]) => {
     try {
       return execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8' }).trim();
@@ -458,43 +560,105 @@ function machine(): string[] {
     `- CPU: ${cpus()[0]?.model ?? '?'}, nproc ${sh(['nproc'])}`,
     `- Kernel: ${sh(['uname', '-r'])}`,
     `- Node: ${process.version}; ${sh(['sh', '-c', 'nginx -v 2>&1'])}; ${sh(['sh', '-c', 'h2load --version | head -1'])}; ${sh(['sh', '-c', 'curl --version | head -1 | cut -d" " -f1-2'])}`,
-    `- Settings: --runs ${RUNS} --duration ${DURATION} --download-mib ${DOWNLOAD_MIB} --names ${NAMES}`,
+    `- Settings: --runs ${RUNS} --duration ${DURATION} --download-mib ${DOWNLOAD_MIB} --names ${NAMES} --peers ${PEERS.join(',') || 'none'}${LEAF_KEY ? ` --leaf-key ${LEAF_KEY}` : ''}${Object.entries(HELPER_ENV).map(([k, v]) => ` --helper-env ${k}=${v}`).join('')}`,
+    ...peers.map((p) => `- ${p.name}: ${p.version}; ${p.setup}`),
+    ...unavailable.map((u) => `- ${u.name}: NOT RUN: ${u.reason}`),
   ];
 }
 
-function renderReport(rows: Row[], extra: string[], seconds: number): string {
+/** Issue #3's targets for tproxy: ratio to direct (or ms over direct, or MiB), and "ahead of mitmproxy". */
+const TARGETS: Array<{ key: string; metric: string; label: string; kind: 'ratio' | 'plusMs' | 'mib'; limit: number }> = [
+  { key: 'h1', metric: 'rps', label: 'h1 keep-alive req/s', kind: 'ratio', limit: 0.2 },
+  { key: 'h2', metric: 'rps', label: 'h2 keep-alive req/s', kind: 'ratio', limit: 0.2 },
+  { key: 'conn', metric: 'rps', label: 'new connections/s', kind: 'ratio', limit: 0.35 },
+  { key: 'dl', metric: 'mbps', label: 'download MB/s', kind: 'ratio', limit: 0.4 },
+  { key: 'mint', metric: 'fresh', label: 'first request to a new hostname', kind: 'plusMs', limit: 3 },
+];
+
+function targets(rows: Row[], modes: Mode[], rss256: Partial<Record<Proxy, number>>): string[] {
+  const med = (row: Row, m: Mode, metric: string) => median((row.samples[m] ?? []).filter((x) => x.ok && metric in x.values).map((x) => x.values[metric]!));
+  const out = ['| Target (issue #3) | tproxy | met | ahead of mitmproxy |', '| --- | --- | --- | --- |'];
+  for (const t of TARGETS) {
+    const row = rows.find((r) => r.workload.key === t.key);
+    if (!row) continue;
+    const d = med(row, 'direct', t.metric);
+    const value = (m: Mode) => (t.kind === 'ratio' ? med(row, m, t.metric) / d : med(row, m, t.metric) - d);
+    const ours = value('tproxy');
+    const better = (a: number, b: number) => (t.kind === 'ratio' ? a > b : a < b);
+    const met = t.kind === 'ratio' ? ours >= t.limit : ours <= t.limit;
+    const shown = (v: number) => (t.kind === 'ratio' ? `${v.toFixed(2)}x` : `+${fmt(v)} ms`);
+    const mitm = modes.includes('mitmproxy') ? value('mitmproxy') : NaN;
+    const target = t.kind === 'ratio' ? `>= ${t.limit}x direct` : `<= +${t.limit} ms`;
+    out.push(`| ${t.label} ${target} | ${Number.isFinite(ours) ? shown(ours) : 'n/a'} | ${Number.isFinite(ours) ? (met ? 'yes' : 'NO') : 'n/a'} | ${Number.isFinite(mitm) && Number.isFinite(ours) ? `${better(ours, mitm) ? 'yes' : 'NO'} (mitmproxy ${shown(mitm)})` : 'n/a'} |`);
+  }
+  const rss = rss256.tproxy;
+  if (rss !== undefined) {
+    const mitm = rss256.mitmproxy;
+    out.push(`| helper RSS at 256 connections <= 150 MiB | ${rss.toFixed(0)} MiB | ${rss <= 150 ? 'yes' : 'NO'} | ${mitm !== undefined ? `${rss < mitm ? 'yes' : 'NO'} (mitmproxy ${mitm.toFixed(0)} MiB)` : 'n/a'} |`);
+  }
+  return out;
+}
+
+/** Hand-written analysis in RESULTS.md between these markers survives a re-run. */
+const ANALYSIS_BEGIN = '<!-- BEGIN analysis: hand-written, kept by bench.ts -->';
+const ANALYSIS_END = '<!-- END analysis -->';
+
+function keptAnalysis(previous: string): string[] {
+  const a = previous.indexOf(ANALYSIS_BEGIN);
+  const b = previous.indexOf(ANALYSIS_END);
+  return a >= 0 && b > a ? ['', previous.slice(a, b + ANALYSIS_END.length)] : [];
+}
+
+function renderReport(rows: Row[], modes: Mode[], peers: Peer[], unavailable: PeerUnavailable[], extra: string[], seconds: number, analysis: string[]): string {
+  const proxies = modes.filter((m): m is Proxy => m !== 'direct');
   const lines: string[] = [
     '# tproxy benchmark results',
     '',
-    'Generated by `sudo ./bench/run.sh` (bench/bench.ts). Medians of the runs listed below; direct and',
-    'tproxy runs interleaved (ABBA). "direct" = capture stopped (no rules: the client talks to nginx);',
-    '"tproxy" = capture started (nft TPROXY -> tproxy-helper -> nginx, re-encrypted). Client, helper and',
-    'nginx (1 worker) all share this machine\'s CPUs. h2load does not verify certificates.',
+    'Generated by `sudo ./bench/run.sh` (bench/bench.ts). Medians of the runs listed below; the modes',
+    'are interleaved (A B C D, then D C B A, ...). "direct" = no interceptor (the client talks to nginx);',
+    '"tproxy" = capture started (nft TPROXY -> tproxy-helper -> nginx, re-encrypted, every exchange',
+    'recorded); the peers are set up as listed below. Client, proxy and nginx (1 worker) all share this',
+    "machine's CPUs. h2load does not verify certificates.",
     '',
-    ...machine(),
+    ...machine(peers, unavailable),
     `- Wall time: ${seconds.toFixed(0)} s`,
     '',
-    '| Workload | Metric | Direct | tproxy | tproxy / direct |',
-    '| --- | --- | ---: | ---: | ---: |',
+    `| Workload | Metric | Direct | ${proxies.join(' | ')} | ${proxies.map((p) => `${p} / direct`).join(' | ')} |`,
+    `| --- | --- | ---: | ${proxies.map(() => '---:').join(' | ')} | ${proxies.map(() => '---:').join(' | ')} |`,
   ];
   const notes: string[] = [];
   for (const { workload: w, samples } of rows) {
     for (const [key, [label, unit, higherBetter]] of Object.entries(w.metrics)) {
-      const med = (m: Mode) => median(samples[m].filter((s) => s.ok && key in s.values).map((s) => s.values[key]!));
+      const med = (m: Mode) => median((samples[m] ?? []).filter((s) => s.ok && key in s.values).map((s) => s.values[key]!));
       const d = med('direct');
-      const t = med('tproxy');
-      const ratio = Number.isFinite(d) && Number.isFinite(t) && d !== 0 ? `${(t / d).toFixed(2)}x` : 'n/a';
-      const delta = !higherBetter && unit === 'ms' && Number.isFinite(d) && Number.isFinite(t) ? ` (+${fmt(t - d)} ms)` : '';
-      lines.push(`| ${w.title} | ${label} (${unit}) | ${fmt(d)} | ${fmt(t)} | ${ratio}${delta} |`);
+      const cells = proxies.map((m) => fmt(med(m)));
+      const ratios = proxies.map((m) => {
+        const t = med(m);
+        const ratio = Number.isFinite(d) && Number.isFinite(t) && d !== 0 ? `${(t / d).toFixed(2)}x` : 'n/a';
+        const delta = !higherBetter && unit === 'ms' && Number.isFinite(d) && Number.isFinite(t) ? ` (+${fmt(t - d)} ms)` : '';
+        return ratio + delta;
+      });
+      lines.push(`| ${w.title} | ${label} (${unit}) | ${fmt(d)} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
     }
-    for (const m of ['direct', 'tproxy'] as const) {
-      const runs = samples[m].map(
+    for (const m of modes) {
+      const runs = (samples[m] ?? []).map(
         (s, i) => `  - ${m} #${i + 1}${s.ok ? '' : ' (FAILED, excluded)'}: ${Object.entries(s.values).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}${s.notes.length ? ` — ${s.notes.join('; ')}` : ''}`,
       );
       notes.push(`- **${w.title}**, ${m}:`, ...runs);
     }
   }
-  lines.push('', '| Helper memory | |', '| --- | --- |', ...extra, '', '## Individual runs', '', ...notes, '');
+  lines.push(
+    '',
+    '| Proxy memory | RSS idle after the runs above | RSS peak (sampled every 100 ms) with 256 concurrent HTTP/1.1 keep-alive connections | peak RSS over the whole benchmark (VmHWM) |',
+    '| --- | --- | --- | --- |',
+    ...extra,
+    ...analysis,
+    '',
+    '## Individual runs',
+    '',
+    ...notes,
+    '',
+  );
   return lines.join('\n');
 }
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # tproxy benchmark, one command: sudo ./bench/run.sh [--quick] [--runs N] [--duration S]
 #                                                     [--download-mib N] [--names N]
-# Installs nginx + h2load from Debian if missing (root only), builds the workspace, then runs
+# Installs nginx, h2load, mitmproxy and sslsplit from Debian if missing (root only), builds the workspace, then runs
 # bench/bench.ts, which re-executes itself inside the trust-store sandbox and its own network
 # namespaces (nothing touches the host's network namespace or trust store). Writes bench/RESULTS.md.
 set -eu
@@ -10,6 +10,11 @@ cd "$(dirname "$0")/.."
 need=""
 dpkg -s nginx-light >/dev/null 2>&1 || dpkg -s nginx-core >/dev/null 2>&1 || dpkg -s nginx >/dev/null 2>&1 || need="$need nginx-light"
 dpkg -s nghttp2-client >/dev/null 2>&1 || need="$need nghttp2-client"
+# The peers (bench/peers.ts); skipped with a reason in RESULTS.md if they still cannot run.
+case " $* " in *" --peers none "*) ;; *)
+  dpkg -s mitmproxy >/dev/null 2>&1 || need="$need mitmproxy"
+  dpkg -s sslsplit >/dev/null 2>&1 || need="$need sslsplit" ;;
+esac
 if [ -n "$need" ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "bench: needs root, and these Debian packages:$need (apt-get install -y$need)" >&2

@@ -10,6 +10,8 @@
  *                                    helper ──(SO_MARK 0x539, TLS verified)──▶ upstream ns :443
  */
 import assert from 'node:assert/strict';
+import { mkdir, readdir, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { methods } from '@tproxy/client';
 import { ourSteering, waitForExchange } from './lib/checks.js';
@@ -38,8 +40,39 @@ async function iptablesState(ns: string): Promise<string> {
     .join('\n');
 }
 
+/**
+ * A PATH like the default one on a host where the nftables package is not installed: a directory
+ * with a link to every program of /usr/sbin except nft, then /usr/local/bin, /usr/bin and /bin.
+ */
+async function pathWithoutNft(dir: string): Promise<string> {
+  const bin = join(dir, 'sbin-without-nft');
+  await mkdir(bin, { recursive: true });
+  for (const name of await readdir('/usr/sbin')) {
+    if (name !== 'nft') await symlink(join('/usr/sbin', name), join(bin, name));
+  }
+  return `${bin}:/usr/local/bin:/usr/bin:/bin`;
+}
+
 describe('the iptables backend end to end', { skip: skip ?? false, timeout: 600_000 }, () => {
   const w = world();
+
+  it('auto: on a host without nft, the helper picks iptables by itself and decrypts', async (t) => {
+    const { topo, dir, certs } = w;
+    const h = await startHelper(topo, dir, 'ipt-auto', certs.caCert, { path: await pathWithoutNft(dir) });
+    t.after(async () => {
+      await h.client.close().catch(() => undefined);
+      await h.proc.stop();
+    });
+    const status = await h.client.call(methods.captureStart, {});
+    assert.equal(status.firewall?.backend, 'iptables-nft', JSON.stringify(status.firewall));
+    assert.match(status.firewall?.reason ?? '', /nft/, 'the reason names the missing nft');
+    const r = await curlInNs(topo.clientNs, ['--fail', ...GOOD, 'https://upstream.test/hello?ipt-auto']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await waitForExchange(h.client, (e) => e.request.url.endsWith('?ipt-auto'))).response?.status, 200);
+    await h.client.call(methods.captureStop, {});
+    assert.equal(await iptablesState(topo.clientNs), '');
+    assert.equal(await ourSteering(topo.clientNs), '');
+  });
 
   it('--firewall iptables: decrypts curl over IPv4 and IPv6 without any nft table, and stop leaves nothing', async (t) => {
     const { topo, dir, certs } = w;

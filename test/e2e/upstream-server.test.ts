@@ -11,11 +11,12 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { after, before, test } from 'node:test';
 import { makeUpstreamCa, type UpstreamCerts } from './lib/certs.js';
 import { patternSha256 } from './lib/pattern.js';
 import { type ProcHandle, spawnProcess } from './lib/proc.js';
-import { ECHO_MAX_BYTES, HELLO_BODY, type SeenRequest } from './lib/upstream-app.js';
+import { CODED_BODY_TEXT, ECHO_MAX_BYTES, HELLO_BODY, type SeenRequest } from './lib/upstream-app.js';
 import { upstreamServerArgv } from './lib/upstream.js';
 import { UPSTREAM_NAME } from './lib/topology.js';
 
@@ -167,6 +168,28 @@ test('/status, /set-cookie and /delay', async () => {
   const d = await call('GET', '/delay?ms=200');
   assert.equal(d.body.toString(), 'delayed 200 ms\n');
   assert.ok(performance.now() - t0 >= 190);
+});
+
+test('/sse sends n events interval ms apart; /gzip, /br, /zstd send CODED_BODY_TEXT coded', async () => {
+  const t0 = performance.now();
+  const sse = await call('GET', '/sse?n=3&interval=100');
+  assert.equal(sse.headers['content-type'], 'text/event-stream');
+  const blocks = sse.body.toString().split('\n\n').filter(Boolean);
+  assert.deepEqual(
+    blocks.map((b) => (JSON.parse(b.split('\n')[2]!.slice('data: '.length)) as { i: number }).i),
+    [0, 1, 2],
+  );
+  assert.ok(performance.now() - t0 >= 190, 'two intervals passed');
+  assert.equal((await call('GET', '/sse?n=0&interval=1')).status, 400);
+  const text = Buffer.from(CODED_BODY_TEXT);
+  const gz = await call('GET', '/gzip');
+  assert.equal(gz.headers['content-encoding'], 'gzip');
+  assert.deepEqual(gunzipSync(gz.body), text);
+  const br = await call('GET', '/br');
+  assert.deepEqual(brotliDecompressSync(br.body), text);
+  const zstd = await call('GET', '/zstd');
+  assert.equal(zstd.headers['content-encoding'], 'zstd');
+  assert.deepEqual(zstd.body.subarray(0, 4), Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), 'a zstd frame');
 });
 
 test('logs a line per request and exits 0 on SIGTERM', async () => {

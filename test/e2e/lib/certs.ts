@@ -129,3 +129,55 @@ export async function makeUpstreamCa(dir: string): Promise<UpstreamCerts> {
   await writeFile(paths.badKey, badKeys.pem, { mode: 0o600 });
   return paths;
 }
+
+/** The kinds of broken upstream certificate the helper must refuse (upstream-verify.test.ts). */
+export type BadCertKind = 'expired' | 'not-yet-valid' | 'wrong-name' | 'untrusted-ca' | 'cn-only';
+
+/** PEM file paths of one broken certificate and its key. */
+export interface BadCertFiles {
+  cert: string;
+  key: string;
+}
+
+/**
+ * One certificate per BadCertKind for upstream.test, each wrong in exactly that one way: signed by
+ * the test CA (so only the named defect fails) except `untrusted-ca`, signed by a second CA that
+ * nobody trusts. Written next to the others in `certs.dir`.
+ */
+export async function makeBadCerts(certs: UpstreamCerts): Promise<Record<BadCertKind, BadCertFiles>> {
+  const { readFile } = await import('node:fs/promises');
+  const caCert = forge.pki.certificateFromPem(await readFile(certs.caCert, 'utf8'));
+  const caKey = forge.pki.privateKeyFromPem(await readFile(certs.caKey, 'utf8'));
+  const otherKeys = newKey();
+  const other = baseCert(otherKeys.publicKey, `tproxy e2e UNTRUSTED CA ${randomBytes(4).toString('hex')}`);
+  other.setIssuer(other.subject.attributes);
+  other.setExtensions([
+    { name: 'basicConstraints', cA: true, critical: true },
+    { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
+  ]);
+  other.sign(otherKeys.privateKey, forge.md.sha256.create());
+  const now = Date.now();
+  const specs: Record<BadCertKind, { names: string[]; ips: string[]; notBefore?: Date; notAfter?: Date; untrusted?: boolean; noSan?: boolean }> = {
+    expired: { names: [UPSTREAM_NAME], ips: [ADDRS.good4], notBefore: new Date(now - 30 * DAY_MS), notAfter: new Date(now - 2 * DAY_MS) },
+    'not-yet-valid': { names: [UPSTREAM_NAME], ips: [ADDRS.good4], notBefore: new Date(now + 2 * DAY_MS), notAfter: new Date(now + 30 * DAY_MS) },
+    'wrong-name': { names: ['other.test'], ips: [] },
+    'untrusted-ca': { names: [UPSTREAM_NAME], ips: [ADDRS.good4], untrusted: true },
+    'cn-only': { names: [], ips: [], noSan: true },
+  };
+  const out = {} as Record<BadCertKind, BadCertFiles>;
+  for (const [kind, spec] of Object.entries(specs) as [BadCertKind, (typeof specs)[BadCertKind]][]) {
+    const keys = newKey();
+    const cert = baseCert(keys.publicKey, UPSTREAM_NAME);
+    if (spec.notBefore) cert.validity.notBefore = spec.notBefore;
+    if (spec.notAfter) cert.validity.notAfter = spec.notAfter;
+    cert.setIssuer((spec.untrusted ? other : caCert).subject.attributes);
+    const ext = serverExtensions(spec.names, spec.ips);
+    cert.setExtensions(spec.noSan ? ext.slice(0, 3) : ext);
+    cert.sign(spec.untrusted ? otherKeys.privateKey : (caKey as forge.pki.rsa.PrivateKey), forge.md.sha256.create());
+    const files = { cert: join(certs.dir, `bad-${kind}.pem`), key: join(certs.dir, `bad-${kind}-key.pem`) };
+    await writeFile(files.cert, forge.pki.certificateToPem(cert));
+    await writeFile(files.key, keys.pem, { mode: 0o600 });
+    out[kind] = files;
+  }
+  return out;
+}

@@ -37,12 +37,15 @@ export interface StartHelperOptions {
   extraArgs?: readonly string[];
   /** Enter the client namespace with nsenter, keeping the host's /sys mounts (cgroups; see SpawnOptions.keepSysMounts). */
   keepSysMounts?: boolean;
+  /** PATH for the helper (through env(1), which execs in place: the pid stays the activated one). */
+  path?: string;
 }
 
 export async function startHelper(topo: Topology, dir: string, name: string, upstreamCa: string, opts: StartHelperOptions = {}): Promise<HelperHandle> {
   const socketPath = join(dir, `${name}.sock`);
   const stateDir = join(dir, `${opts.stateName ?? name}-state`);
   const helperArgv = [
+    ...(opts.path !== undefined ? ['env', `PATH=${opts.path}`] : []),
     process.execPath,
     HELPER_MAIN,
     '--socket',

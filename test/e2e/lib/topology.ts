@@ -11,6 +11,7 @@
  *  198.18.0.2, fd00:198:18::2  "good" upstream: cert from the TEST UPSTREAM CA (certs.ts), port 443
  *  198.18.0.3, fd00:198:18::3  "bad" upstream: self-signed cert for upstream.test, port 443
  *  198.18.0.4, fd00:198:18::4  "down": local address, nothing listens, so connects are refused
+ *  198.18.0.5, fd00:198:18::5  HTTP/2 origin (ALPN h2 + http/1.1, gRPC on 50051), good cert; h2.test.ts starts it
  *
  * <id> is this process's pid (plus a counter for a second topology in the same process), so runs
  * never collide and veth names stay within IFNAMSIZ (15 chars). 198.18.0.0/15 is the RFC 2544
@@ -41,6 +42,9 @@ export const ADDRS = {
   bad6: 'fd00:198:18::3',
   down4: '198.18.0.4',
   down6: 'fd00:198:18::4',
+  /** HTTP/2 origin (h2 + http/1.1, plus gRPC on H2_GRPC_PORT), good certificate; started by h2.test.ts. */
+  h2v4: '198.18.0.5',
+  h2v6: 'fd00:198:18::5',
   prefix4: 24,
   prefix6: 64,
 } as const;
@@ -135,8 +139,8 @@ class TopologyImpl implements Topology {
       // nodad: skip Duplicate Address Detection so the address is usable at once (no polling for
       // "tentative" to clear); there is nobody else on this link to duplicate it.
       ['-n', c, 'addr', 'add', `${ADDRS.client6}/${ADDRS.prefix6}`, 'dev', cv, 'nodad'],
-      ...[ADDRS.good4, ADDRS.bad4, ADDRS.down4].map((a) => ['-n', u, 'addr', 'add', `${a}/${ADDRS.prefix4}`, 'dev', uv]),
-      ...[ADDRS.good6, ADDRS.bad6, ADDRS.down6].map((a) => ['-n', u, 'addr', 'add', `${a}/${ADDRS.prefix6}`, 'dev', uv, 'nodad']),
+      ...[ADDRS.good4, ADDRS.bad4, ADDRS.down4, ADDRS.h2v4].map((a) => ['-n', u, 'addr', 'add', `${a}/${ADDRS.prefix4}`, 'dev', uv]),
+      ...[ADDRS.good6, ADDRS.bad6, ADDRS.down6, ADDRS.h2v6].map((a) => ['-n', u, 'addr', 'add', `${a}/${ADDRS.prefix6}`, 'dev', uv, 'nodad']),
       ['-n', c, 'link', 'set', cv, 'up'],
       ['-n', u, 'link', 'set', uv, 'up'],
       // Default routes: any other destination leaves over the veth too, so the helper's rules see

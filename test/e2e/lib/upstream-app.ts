@@ -14,13 +14,21 @@
  *   GET      /status/NNN         status NNN (204/304 without a body)
  *   GET      /set-cookie         two Set-Cookie headers
  *   GET      /delay?ms=N         200 after N ms (at most 60 000)
+ *   GET      /sse?n=N&interval=MS text/event-stream: N events, one every MS ms (first at once); each
+ *                                 event's data is JSON {i, sentAt} (sentAt: epoch ms, fractional)
+ *   GET      /gzip, /br, /zstd   CODED_BODY_TEXT with that Content-Encoding (zstd: a fixed frame)
+ *   GET      /ws (Upgrade)       WebSocket echo (the `ws` package): each message back with its type;
+ *                                 other upgrade paths get 404 and a close
  * `Expect: 100-continue` is answered by Node itself (no 'checkContinue' listener).
  */
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
+import { brotliCompressSync, gzipSync } from 'node:zlib';
+import { WebSocketServer } from 'ws';
 import { DEFAULT_PATTERN_SEED, patternChunks } from './pattern.js';
 
 export const HELLO_BODY = 'hello from upstream\n';
@@ -29,6 +37,42 @@ export const ECHO_MAX_BYTES = 64 * 1024 * 1024;
 /** Upper bound for /bytes and /chunked: 1 TiB, i.e. effectively "any test size". */
 const MAX_PATTERN_BYTES = 2 ** 40;
 const MAX_DELAY_MS = 60_000;
+
+/** The text /gzip, /br and /zstd send compressed. */
+export const CODED_BODY_TEXT = `coded body: ${'tproxy decodes this. '.repeat(500)}end\n`;
+/** `zstd -19` of CODED_BODY_TEXT, made once with the zstd CLI: Node 20 cannot compress zstd. */
+const CODED_BODY_ZSTD = Buffer.from('KLUv/WQUKG0BAEQCY29kZWQgYm9keTogdHByb3h5IGRlY29kZXMgdGhpcy5lbmQKAQBoR8jPJ2zIi1U=', 'base64');
+
+/** The data of /sse's event i: when it was written, so a client can measure how late it arrived. */
+export interface SseTestEvent {
+  i: number;
+  /** performance.timeOrigin + performance.now() at the write: epoch ms with sub-ms precision. */
+  sentAt: number;
+}
+
+/** /sse: `n` events `intervalMs` apart, each written the moment it is due, then the end. */
+function serveSse(res: ServerResponse, n: number, intervalMs: number): void {
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  res.flushHeaders();
+  let i = 0;
+  const tick = () => {
+    if (res.destroyed) return;
+    const data: SseTestEvent = { i, sentAt: performance.timeOrigin + performance.now() };
+    res.write(`event: tick\nid: ${i}\ndata: ${JSON.stringify(data)}\n\n`);
+    i++;
+    if (i >= n) return void res.end();
+    timer = setTimeout(tick, intervalMs);
+  };
+  let timer = setTimeout(tick, 0);
+  res.on('close', () => clearTimeout(timer));
+}
+
+function serveCoded(res: ServerResponse, coding: 'gzip' | 'br' | 'zstd'): void {
+  const text = Buffer.from(CODED_BODY_TEXT);
+  const body = coding === 'gzip' ? gzipSync(text) : coding === 'br' ? brotliCompressSync(text) : CODED_BODY_ZSTD;
+  res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-encoding': coding, 'content-length': body.length });
+  res.end(body);
+}
 
 /** JSON body of /echo-headers. */
 export interface SeenRequest {
@@ -183,6 +227,17 @@ export function handleUpstreamRequest(req: IncomingMessage, res: ServerResponse)
     res.setHeader('set-cookie', ['a=1; Path=/; HttpOnly', 'b=2; Path=/; Secure; SameSite=Lax']);
     return send(res, 200, 'cookies set\n');
   }
+  if (path === '/sse') {
+    if (method !== 'GET') return methodNotAllowed(res, 'GET');
+    const n = parseCount(url.searchParams.get('n'), 10_000);
+    const interval = parseCount(url.searchParams.get('interval'), MAX_DELAY_MS);
+    if (n === undefined || n < 1 || interval === undefined) return send(res, 400, 'need n=<1..10000>&interval=<ms>\n');
+    return serveSse(res, n, interval);
+  }
+  if (path === '/gzip' || path === '/br' || path === '/zstd') {
+    if (method !== 'GET') return methodNotAllowed(res, 'GET');
+    return serveCoded(res, path.slice(1) as 'gzip' | 'br' | 'zstd');
+  }
   if (path === '/delay') {
     const ms = parseCount(url.searchParams.get('ms'), MAX_DELAY_MS);
     if (ms === undefined) return send(res, 400, `need ms=<0..${MAX_DELAY_MS}>\n`);
@@ -201,6 +256,8 @@ export interface UpstreamServerOptions {
   port: number;
   /** One line per request and per failed handshake. */
   log?: (line: string) => void;
+  /** ALPN protocols offered; `[]` for an origin that negotiates no ALPN at all. Default `['http/1.1']`. */
+  alpn?: string[];
 }
 
 export interface RunningUpstream {
@@ -222,8 +279,8 @@ export async function startUpstreamServer(opts: UpstreamServerOptions): Promise<
       {
         cert: opts.cert,
         key: opts.key,
-        // Only http/1.1: the helper's upstream leg must work against plain HTTP/1.1 origins.
-        ALPNProtocols: ['http/1.1'],
+        // Only http/1.1 (or none): the helper's upstream leg must work against plain HTTP/1.1 origins.
+        ALPNProtocols: opts.alpn ?? ['http/1.1'],
         // Node's 300 s default would cut off multi-GiB uploads through a slow path; the test
         // client's own timeout bounds every request instead.
         requestTimeout: 0,
@@ -241,6 +298,18 @@ export async function startUpstreamServer(opts: UpstreamServerOptions): Promise<
         handleUpstreamRequest(req, res);
       },
     );
+    // /ws: one echo server for every listener; the handshake is logged like a request.
+    const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+    wss.on('connection', (ws) => ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary })));
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      log(`${new Date().toISOString()} ${req.socket.remoteAddress}:${req.socket.remotePort} -> ${host} upgrade ${req.method} ${req.url} HTTP/${req.httpVersion}`);
+      socket.on('error', () => undefined);
+      if (new URL(req.url ?? '/', 'https://upstream.test').pathname !== '/ws') {
+        socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n');
+        return;
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+    });
     server.on('tlsClientError', (err, socket) => {
       log(`${new Date().toISOString()} ${socket.remoteAddress}:${socket.remotePort} -> ${host} tls error: ${err.message}`);
     });

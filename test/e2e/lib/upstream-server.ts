@@ -26,6 +26,8 @@ try {
       key: { type: 'string' },
       host: { type: 'string', multiple: true },
       port: { type: 'string', default: '443' },
+      /** `none` for an origin without ALPN; otherwise a comma-separated list (default http/1.1). */
+      alpn: { type: 'string' },
     },
     strict: true,
   }).values;
@@ -44,6 +46,7 @@ try {
     hosts: args.host,
     port,
     log: (line) => console.log(line),
+    ...(args.alpn ? { alpn: args.alpn === 'none' ? [] : args.alpn.split(',') } : {}),
   });
   console.log(`listening ${server.listening.join(' ')}`);
   const stop = (signal: NodeJS.Signals) => {

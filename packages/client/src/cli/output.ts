@@ -10,6 +10,7 @@ import {
   type CaGetResult,
   type CaptureConfig,
   type CaptureStatus,
+  type DecodedBody,
   type Exchange,
   type ExchangeDetail,
   type Headers,
@@ -24,6 +25,7 @@ import { decodeText, hexSummary } from '../shared/bytes.js';
 import { escapeInline, escapeMultiline } from '../shared/escape.js';
 import { formatProcessLong } from '../shared/process.js';
 import { formatBytes, formatClock, formatDateTime, formatEndpoint, formatMs } from '../shared/units.js';
+import { websocketMessageLines, websocketSummary } from '../shared/websocket.js';
 
 // ---------------------------------------------------------------------------------------------
 // Shared pieces (tproxy-ui uses them too), re-exported so tproxyctl's callers and tests keep one import.
@@ -71,6 +73,10 @@ export function formatTailLine(ex: Exchange, event?: string): string {
     ex.response ? formatBytes(ex.response.body.size) : '-',
     formatMs(ex.timing.end),
   ];
+  // A passthrough: why, and the bytes relayed each way (there is no response to size).
+  if (ex.passthrough) fields.splice(3, 2, `PASS ${escapeInline(ex.passthrough.reason)}`, `${formatBytes(ex.passthrough.bytesUp)}↑ ${formatBytes(ex.passthrough.bytesDown)}↓`);
+  // A WebSocket: messages relayed each way after the 101.
+  if (ex.websocket) fields.push(`ws ${ex.websocket.messagesUp}↑ ${ex.websocket.messagesDown}↓`);
   return fields.join(' ');
 }
 
@@ -201,10 +207,15 @@ function formatHeaders(headers: Headers): string[] {
 }
 
 /** A captured body for a terminal: a note on size/truncation, then escaped text or a hex summary; no final newline. */
-export function formatBody(bytes: Uint8Array, info: BodyInfo): string {
-  if (info.size === 0 && bytes.length === 0) return '(no body)';
+export function formatBody(captured: Uint8Array, info: BodyInfo, decoded?: DecodedBody): string {
+  if (info.size === 0 && captured.length === 0) return '(no body)';
   const notes: string[] = [`${info.size} bytes`];
   if (info.truncated) notes.push(`only the first ${info.captured} captured`);
+  // The helper undid the Content-Encoding (exchanges.get); a failed decoding shows the wire bytes.
+  const useDecoded = decoded !== undefined && decoded.error === undefined;
+  if (decoded && useDecoded) notes.push(`decoded from ${escapeInline(decoded.encoding)}: ${decoded.size} bytes${decoded.truncated ? ', not all of it' : ''}`);
+  if (decoded?.error !== undefined) notes.push(`not decoded: ${escapeInline(decoded.error)}`);
+  const bytes = useDecoded ? Buffer.from(decoded.base64, 'base64') : captured;
   const text = decodeText(bytes);
   if (text === null) {
     notes.push('binary');
@@ -243,12 +254,19 @@ export function formatExchangeDetail(detail: ExchangeDetail): string {
     const code = ex.error.code ? ` (${escapeInline(ex.error.code)})` : '';
     lines.push(`error:   ${escapeInline(ex.error.kind)}: ${escapeInline(ex.error.message)}${code}`);
   }
+  // A passthrough entry has no HTTP to show: why it was not decrypted and the bytes each way.
+  if (ex.passthrough) {
+    const p = ex.passthrough;
+    lines.push(`passthrough: ${escapeInline(p.reason)}${p.detail ? ` (${escapeInline(p.detail)})` : ''}, ${formatBytes(p.bytesUp)} up, ${formatBytes(p.bytesDown)} down`);
+    return lines.join('\n');
+  }
   lines.push('', '--- request', `${escapeInline(req.method)} ${escapeInline(req.url)} HTTP/${escapeInline(req.httpVersion)}`);
-  lines.push(...formatHeaders(req.headers), '', formatBody(Buffer.from(detail.requestBody, 'base64'), req.body));
+  lines.push(...formatHeaders(req.headers), '', formatBody(Buffer.from(detail.requestBody, 'base64'), req.body, detail.decodedRequestBody));
   if (res) {
     lines.push('', '--- response', `HTTP/${escapeInline(res.httpVersion)} ${res.status} ${escapeInline(res.statusMessage)}`.trimEnd());
-    lines.push(...formatHeaders(res.headers), '', formatBody(Buffer.from(detail.responseBody, 'base64'), res.body));
+    lines.push(...formatHeaders(res.headers), '', formatBody(Buffer.from(detail.responseBody, 'base64'), res.body, detail.decodedResponseBody));
   }
+  if (ex.websocket) lines.push('', `--- WebSocket: ${websocketSummary(ex.websocket)}`, ...websocketMessageLines(ex.websocket));
   return `${lines.join('\n')}\n`;
 }
 

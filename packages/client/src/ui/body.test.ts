@@ -70,6 +70,44 @@ describe('bodyView', () => {
   });
 });
 
+describe('bodyView with what the helper decoded and captured', () => {
+  test('shows the helper-decoded body (zstd, which we cannot decode here) and says so', () => {
+    const wire = bytes('(zstd frame bytes)');
+    const decoded = { encoding: 'zstd', base64: Buffer.from('{"a":1}').toString('base64'), size: 7, truncated: false };
+    const v = bodyView(wire, { headers: [['Content-Type', 'application/json'], ['Content-Encoding', 'zstd']], info: info(wire.length), width: 80, decoded });
+    assert.equal(v.kind, 'json');
+    assert.deepEqual(v.lines, ['{', '  "a": 1', '}']);
+    assert.match(v.summary, /zstd-decoded 7 B$/);
+    const partial = bodyView(wire, { headers: [], info: info(wire.length), width: 80, decoded: { ...decoded, truncated: true } });
+    assert.match(partial.summary, /zstd-decoded 7 B \(partial\)$/);
+  });
+
+  test('a decoding the helper could not do shows the wire bytes and the reason, escaped', () => {
+    const wire = bytes('plain text');
+    const decoded = { encoding: 'gzip', base64: '', size: 0, truncated: true, error: 'gzip decoding failed: incorrect header check\x1b' };
+    const v = bodyView(wire, { headers: [['Content-Encoding', 'gzip']], info: info(wire.length), width: 80, decoded });
+    assert.deepEqual(v.lines, ['plain text']);
+    assert.match(v.summary, /not decoded: gzip decoding failed: incorrect header check\\x1b$/);
+  });
+
+  test('captured SSE events are listed with their offsets, numbering and cut marks, over the body', () => {
+    const body = 'data: only the first part of the body';
+    const events = [
+      { seq: 0, t: 12, event: 'tick', id: '0', data: 'zero' },
+      { seq: 1, t: 1500, data: 'one\ntwo', truncated: true },
+    ];
+    const v = bodyView(bytes(body), {
+      headers: [['Content-Type', 'text/event-stream']],
+      info: info(5000, body.length),
+      width: 80,
+      sse: { events, info: { count: 9, captured: 2, truncated: true, events: [] } },
+    });
+    assert.equal(v.kind, 'sse');
+    assert.match(v.summary, /9 events \(first 2 kept\)$/);
+    assert.deepEqual(v.lines, ['[1] +12ms tick · id 0', '    zero', '[2] +1.50s message (cut)', '    one', '    two']);
+  });
+});
+
 describe('pieces', () => {
   test('parseSse handles CRLF and CR line ends', () => {
     assert.deepEqual(parseSse('data: a\r\n\r\ndata: b\r\r'), [

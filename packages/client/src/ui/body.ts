@@ -1,15 +1,17 @@
 /**
  * Turns a captured body into display lines for the detail view: JSON indented, text wrapped, binary
- * as a hex summary (first bytes + length), `text/event-stream` split into its events. Bodies the
- * response compressed (gzip, deflate, br) are decoded first, even when the capture was truncated.
+ * as a hex summary (first bytes + length), `text/event-stream` as its events (the ones the helper
+ * captured, with their times, else parsed from the body). Compressed bodies are shown as the helper
+ * decoded them (exchanges.get `decoded*Body`: gzip, deflate, br, zstd); without that (an older
+ * helper) gzip, deflate and br are decoded here, even when the capture was truncated.
  * Every line is escaped: a body is untrusted and must not drive the terminal. Pure: no I/O.
  */
 import { brotliDecompressSync, constants, inflateSync, gunzipSync } from 'node:zlib';
-import type { BodyInfo, Headers } from '@tproxy/protocol';
+import type { BodyInfo, DecodedBody, Headers, SseEvent as CapturedSseEvent, SseInfo } from '@tproxy/protocol';
 import { decodeText } from '../shared/bytes.js';
 import { escapeInline, escapeMultiline } from '../shared/escape.js';
 import { formatBytes } from '../shared/units.js';
-import { charWidth } from './format.js';
+import { charWidth, formatDuration } from './format.js';
 
 export type BodyKind = 'none' | 'json' | 'text' | 'binary' | 'sse';
 
@@ -148,24 +150,56 @@ function sseLines(events: readonly SseEvent[], width: number): string[] {
   return lines;
 }
 
+/** The helper's captured events: offsets from the exchange start, `seq` numbering from 0. */
+function capturedSseLines(events: readonly CapturedSseEvent[], width: number): string[] {
+  const lines: string[] = [];
+  for (const ev of events) {
+    const facts = [ev.event ?? 'message', ...(ev.id !== undefined ? [`id ${ev.id}`] : []), ...(ev.retry !== undefined ? [`retry ${ev.retry}ms`] : [])];
+    lines.push(...wrapLine(`[${ev.seq + 1}] +${formatDuration(ev.t)} ${escapeInline(facts.join(' · '))}${ev.truncated ? ' (cut)' : ''}`, width));
+    for (const l of wrapText(ev.data, Math.max(1, width - 4))) lines.push(`    ${l}`);
+  }
+  return lines;
+}
+
 export interface BodyViewOptions {
   /** Headers of the message the body belongs to (Content-Type, Content-Encoding). */
   readonly headers: Headers;
   readonly info: BodyInfo;
   /** Wrap width in cells. */
   readonly width: number;
+  /** The body as the helper decoded it (exchanges.get), when the message had a Content-Encoding. */
+  readonly decoded?: DecodedBody;
+  /** The events the helper captured (exchanges.get `sseEvents`) and its counts (`response.sse`). */
+  readonly sse?: { readonly events: readonly CapturedSseEvent[]; readonly info?: SseInfo };
 }
 
-export function bodyView(captured: Uint8Array, { headers, info, width }: BodyViewOptions): BodyView {
+/** The bytes to show and the note about decoding: the helper's decoding, else our own. */
+function shownBytes(captured: Uint8Array, headers: Headers, decoded: DecodedBody | undefined): { bytes: Uint8Array; note?: string } {
+  if (decoded) {
+    if (decoded.error !== undefined) return { bytes: captured, note: `not decoded: ${escapeInline(decoded.error)}` };
+    const partial = decoded.truncated ? ' (partial)' : '';
+    return { bytes: new Uint8Array(Buffer.from(decoded.base64, 'base64')), note: `${escapeInline(decoded.encoding)}-decoded ${formatBytes(decoded.size)}${partial}` };
+  }
+  const local = decodeContent(captured, headerValue(headers, 'content-encoding'));
+  return local ? { bytes: local.bytes, note: `${escapeInline(local.encoding)}-decoded ${formatBytes(local.bytes.length)}` } : { bytes: captured };
+}
+
+export function bodyView(captured: Uint8Array, { headers, info, width, decoded, sse }: BodyViewOptions): BodyView {
   if (info.size === 0 && captured.length === 0) return { kind: 'none', summary: 'no body', lines: [] };
   const notes = [formatBytes(info.size)];
   if (info.truncated) notes.push(`first ${formatBytes(info.captured)} captured`);
   const contentType = headerValue(headers, 'content-type')?.toLowerCase() ?? '';
   if (contentType) notes.push(escapeInline(contentType.split(';')[0]!.trim()));
-  const decoded = decodeContent(captured, headerValue(headers, 'content-encoding'));
-  if (decoded) notes.push(`${escapeInline(decoded.encoding)}-decoded ${formatBytes(decoded.bytes.length)}`);
-  const bytes = decoded?.bytes ?? captured;
+  const shown = shownBytes(captured, headers, decoded);
+  if (shown.note) notes.push(shown.note);
+  const bytes = shown.bytes;
   const summary = notes.join(' · ');
+  if (sse && sse.events.length > 0) {
+    // The helper saw the whole stream, past the body capture limit, and knows when each event came.
+    const count = sse.info?.count ?? sse.events.length;
+    const kept = count > sse.events.length ? ` (first ${sse.events.length} kept)` : '';
+    return { kind: 'sse', summary: `${summary} · ${count} event${count === 1 ? '' : 's'}${kept}`, lines: capturedSseLines(sse.events, width) };
+  }
   const text = decodeText(bytes);
   if (text === null) {
     return {

@@ -4,11 +4,12 @@
  * Each line is a list of styled segments whose text is already escaped and fits `width`; the view
  * only scrolls through them.
  */
-import type { Exchange, Headers } from '@tproxy/protocol';
+import type { Exchange, Headers, SseEvent } from '@tproxy/protocol';
 import { escapeInline } from '../shared/escape.js';
 import { formatProcessLong } from '../shared/process.js';
 import { formatBytes, formatDateTime, formatEndpoint } from '../shared/units.js';
-import { bodyView, wrapLine } from './body.js';
+import { websocketMessageLines, websocketSummary } from '../shared/websocket.js';
+import { bodyView, wrapLine, type BodyViewOptions } from './body.js';
 import { formatDuration, statusColor, timingSegments } from './format.js';
 import type { DetailState } from './state/reducer.js';
 
@@ -81,13 +82,25 @@ function timingLines(ex: Exchange, width: number, now: number): DetailLine[] {
   return [bar, legend];
 }
 
-function bodyLines(title: string, bytes: string | undefined, headers: Headers, info: Exchange['request']['body'], detail: DetailState, width: number): DetailLine[] {
+function bodyLines(title: string, bytes: string | undefined, headers: Headers, info: Exchange['request']['body'], detail: DetailState, width: number, extra: Pick<BodyViewOptions, 'decoded' | 'sse'> = {}): DetailLine[] {
   if (detail.status === 'loading') return [section(`${title} · ${formatBytes(info.size)}`, width), plain('loading…', { dim: true })];
   if (detail.status === 'error' || bytes === undefined) {
     return [section(`${title} · ${formatBytes(info.size)}`, width), ...wrapped(`not available: ${escapeInline(detail.error ?? 'unknown error')}`, width, { color: 'red' })];
   }
-  const view = bodyView(new Uint8Array(Buffer.from(bytes, 'base64')), { headers, info, width });
+  const view = bodyView(new Uint8Array(Buffer.from(bytes, 'base64')), { headers, info, width, ...extra });
   return [section(`${title} · ${view.summary}`, width), ...view.lines.map((l) => plain(l))];
+}
+
+/**
+ * The events to show: those exchanges.get returned, plus the newest ones the live summary carries
+ * (an open stream keeps going after the detail was fetched), by `seq`.
+ */
+function sseEvents(res: NonNullable<Exchange['response']>, fetched: readonly SseEvent[] | undefined): BodyViewOptions['sse'] {
+  const recent = res.sse?.events ?? [];
+  if (!fetched && recent.length === 0) return undefined;
+  const bySeq = new Map((fetched ?? []).map((e) => [e.seq, e]));
+  for (const e of recent) if (!bySeq.has(e.seq)) bySeq.set(e.seq, e);
+  return { events: [...bySeq.values()].sort((a, b) => a.seq - b.seq), ...(res.sse ? { info: res.sse } : {}) };
 }
 
 export interface DetailInput {
@@ -115,6 +128,11 @@ export function detailLines({ exchange: ex, detail, width, now }: DetailInput): 
     const code = ex.error.code ? ` (${escapeInline(ex.error.code)})` : '';
     lines.push(...wrapped(`error: ${escapeInline(ex.error.kind)}: ${escapeInline(ex.error.message)}${code}`, w, { color: 'red' }));
   }
+  if (ex.passthrough) {
+    // Relayed without decryption: the reason and the byte counts are all there is.
+    const p = ex.passthrough;
+    lines.push(...wrapped(`passthrough (not decrypted): ${escapeInline(p.reason)}${p.detail ? ` · ${escapeInline(p.detail)}` : ''} · ${formatBytes(p.bytesUp)} up · ${formatBytes(p.bytesDown)} down`, w, { color: 'yellow' }));
+  }
   lines.push(plain(''));
   lines.push(...labelled('Process', formatProcessLong(ex.process), w));
   lines.push(...labelled('Client', formatEndpoint(ex.client), w));
@@ -129,10 +147,16 @@ export function detailLines({ exchange: ex, detail, width, now }: DetailInput): 
   lines.push(...timingLines(ex, w, now));
   lines.push(plain(''));
   lines.push(section(`Request headers (${req.headers.length}) · HTTP/${escapeInline(req.httpVersion)}`, w), ...headerLines(req.headers, w));
-  lines.push(...bodyLines('Request body', data?.requestBody, req.headers, req.body, detail, w));
+  lines.push(...bodyLines('Request body', data?.requestBody, req.headers, req.body, detail, w, data?.decodedRequestBody ? { decoded: data.decodedRequestBody } : {}));
   if (res) {
     lines.push(section(`Response headers (${res.headers.length}) · HTTP/${escapeInline(res.httpVersion)}`, w), ...headerLines(res.headers, w));
-    lines.push(...bodyLines('Response body', data?.responseBody, res.headers, res.body, detail, w));
+    const sse = sseEvents(res, data?.sseEvents);
+    lines.push(...bodyLines('Response body', data?.responseBody, res.headers, res.body, detail, w, { ...(data?.decodedResponseBody ? { decoded: data.decodedResponseBody } : {}), ...(sse ? { sse } : {}) }));
+  }
+  if (ex.websocket) {
+    // From the live summary: an open WebSocket keeps counting after the detail was fetched.
+    lines.push(section(`WebSocket · ${websocketSummary(ex.websocket)}`, w));
+    for (const l of websocketMessageLines(ex.websocket)) lines.push(...wrapped(l, w, {}, '  '));
   }
   return lines;
 }

@@ -5,7 +5,7 @@
  * No React here, so they run the same in the app and in tests.
  */
 import { join } from 'node:path';
-import { CaptureStartParamsSchema, RpcError, formatZodError, methods, toHar, type Exchange, type HarItem } from '@tproxy/protocol';
+import { CaptureStartParamsSchema, RpcError, formatZodError, harItemFromDetail, methods, toHar, type Exchange, type HarItem } from '@tproxy/protocol';
 import type { TproxyClient } from '../rpc/client.js';
 import { isExchangeNotFound } from '../rpc/errors.js';
 import { escapeInline } from '../shared/escape.js';
@@ -135,7 +135,7 @@ export function createEffects(ctx: EffectContext) {
       try {
         if (!client) throw new Error('not connected');
         const d = await client.call(methods.exchangesGet, { id: ex.id });
-        return { exchange: d.exchange, requestBody: b64(d.requestBody), responseBody: b64(d.responseBody) };
+        return harItemFromDetail(d);
       } catch {
         missing++;
         return { exchange: ex };

@@ -96,6 +96,7 @@ export function statusColor(ex: Exchange): StatusColor {
 
 /** `200`, `…` while waiting for the response head, or the (short) error kind for a failed exchange. */
 export function statusText(ex: Exchange): string {
+  if (ex.passthrough && ex.state !== 'error') return 'pass';
   if (ex.state === 'error') return ex.error ? SHORT_KIND[ex.error.kind] : 'error';
   return ex.response ? String(ex.response.status) : '…';
 }
@@ -129,8 +130,13 @@ export function cellText(ex: Exchange, key: ColumnKey, column?: Column): string 
     case 'status':
       return statusText(ex);
     case 'protocol':
-      return `http/${escapeInline(ex.request.httpVersion)}`;
+      if (ex.passthrough) return ex.request.method === 'TLS' ? 'tls' : 'tcp';
+      return ex.websocket ? 'ws' : `http/${escapeInline(ex.request.httpVersion)}`;
     case 'size':
+      // A WebSocket's size is what it relayed after the handshake, both ways.
+      if (ex.websocket) return formatBytes(ex.websocket.bytesUp + ex.websocket.bytesDown);
+      // A passthrough's size is the bytes relayed both ways.
+      if (ex.passthrough) return formatBytes(ex.passthrough.bytesUp + ex.passthrough.bytesDown);
       return ex.response ? formatBytes(ex.response.body.size) : '-';
     case 'duration':
       return formatDuration(ex.state === 'in-flight' ? undefined : ex.timing.end);

@@ -45,6 +45,20 @@ describe('LeafCache', () => {
     assert.equal(cache.stats().mints, mints + 1, 'b was evicted');
   });
 
+  it('applies a new cap at once and keeps to it', () => {
+    const cache = new LeafCache(ca, key, { max: 5 });
+    for (const n of ['a', 'b', 'c', 'd']) cache.get(`${n}.test`);
+    cache.setMax(2);
+    assert.equal(cache.stats().size, 2);
+    assert.equal(cache.stats().evictions, 2);
+    const mints = cache.stats().mints;
+    cache.get('d.test');
+    cache.get('c.test');
+    assert.equal(cache.stats().mints, mints, 'the two most recent survive');
+    for (let i = 0; i < 20; i++) cache.get(`flood-${i}.test`);
+    assert.equal(cache.stats().size, 2);
+  });
+
   it('re-mints a leaf once it is within the refresh margin of notAfter', () => {
     let clock = new Date('2026-06-01T00:00:00Z');
     const cache = new LeafCache(ca, key, { now: () => clock });

@@ -52,7 +52,7 @@ interface Entry {
 
 export class LeafCache {
   private readonly entries = new Map<string, Entry>();
-  private readonly max: number;
+  private max: number;
   private readonly now: () => Date;
   private readonly refreshMarginMs: number;
   private readonly counters = { hits: 0, misses: 0, mints: 0, evictions: 0 };
@@ -90,12 +90,26 @@ export class LeafCache {
     const remaining = leaf.notAfter.getTime() - now.getTime();
     const entry: Entry = { context: contextFor(leaf), staleAt: leaf.notAfter.getTime() - Math.min(this.refreshMarginMs, remaining / 2) };
     this.entries.set(key, entry);
+    this.evictOverflow();
+    return entry.context;
+  }
+
+  /**
+   * Applies a new cap (capture.start's `limits.leafCacheSize`): the cache outlives one capture, the
+   * limit is per capture. Shrinking drops the least recently used entries at once, so a flood of
+   * unique SNI names can never hold more than `max` contexts.
+   */
+  setMax(max: number): void {
+    this.max = Math.max(1, Math.floor(max));
+    this.evictOverflow();
+  }
+
+  private evictOverflow(): void {
     while (this.entries.size > this.max) {
       const oldest = this.entries.keys().next().value as string;
       this.entries.delete(oldest);
       this.counters.evictions++;
     }
-    return entry.context;
   }
 
   stats(): LeafCacheStats {

@@ -2,13 +2,15 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import tls from 'node:tls';
 import forge from 'node-forge';
 import { isCaError } from './errors.js';
 import { generateCa } from './generate.js';
-import { LEAF_VALIDITY_DAYS, canonicalName, createLeafKey, issueLeaf, leafNameFor, type LeafKey } from './leaf.js';
+import { DEFAULT_LEAF_KEY_ALGORITHM, LEAF_VALIDITY_DAYS, canonicalName, createLeafKey, leafKeyAlgorithmFromEnv, issueLeaf, leafNameFor, type LeafKey } from './leaf.js';
 import { caMaterialFromPem, type CaMaterial } from './material.js';
 
 const DAY = 24 * 3600 * 1000;
@@ -21,9 +23,20 @@ function tbsFieldHex(pem: string, index: number): string {
   return forge.util.bytesToHex(forge.asn1.toDer((tbs.value as forge.asn1.Asn1[])[index]!).getBytes());
 }
 
+/** The TBSCertificate's fields as forge ASN.1 (forge.pki.certificateFromPem cannot read EC keys). */
+function tbsFields(pem: string): forge.asn1.Asn1[] {
+  const der = forge.util.decode64(pem.replace(/-----[^-]+-----|\s/g, ''));
+  const cert = forge.asn1.fromDer(der);
+  return (cert.value as forge.asn1.Asn1[])[0]!.value as forge.asn1.Asn1[];
+}
+
+// Present in node-forge's lib/x509.js but missing from @types/node-forge.
+const extensionsFromAsn1 = (forge.pki as unknown as { certificateExtensionsFromAsn1(exts: forge.asn1.Asn1): Array<Record<string, unknown>> })
+  .certificateExtensionsFromAsn1;
+
 function extensions(pem: string): Map<string, Record<string, unknown>> {
-  const cert = forge.pki.certificateFromPem(pem);
-  return new Map(cert.extensions.map((e: Record<string, unknown>) => [e.name as string, e]));
+  const exts = tbsFields(pem).at(-1)!;
+  return new Map(extensionsFromAsn1(exts).map((e) => [e.name as string, e]));
 }
 
 describe('canonicalName', () => {
@@ -93,7 +106,7 @@ describe('leafNameFor', () => {
   });
 });
 
-describe('issueLeaf', () => {
+for (const algorithm of ['ecdsa-p256', 'rsa-2048'] as const) describe(`issueLeaf (${algorithm} leaf key)`, () => {
   let ca: CaMaterial;
   let key: LeafKey;
   let dir: string;
@@ -102,7 +115,7 @@ describe('issueLeaf', () => {
   before(async () => {
     const g = await generateCa();
     ca = caMaterialFromPem(g.certPem, g.keyPem);
-    key = await createLeafKey();
+    key = await createLeafKey(algorithm);
     dir = await mkdtemp(join(tmpdir(), 'tproxy-leaf-'));
     await writeFile(join(dir, 'ca.pem'), ca.certPem);
   });
@@ -125,7 +138,8 @@ describe('issueLeaf', () => {
     assert.equal(ext.get('basicConstraints')?.critical, true);
     assert.equal(ext.get('keyUsage')?.critical, true);
     assert.equal(ext.get('keyUsage')?.digitalSignature, true);
-    assert.equal(ext.get('keyUsage')?.keyEncipherment, true);
+    // keyEncipherment is for RSA key transport only; an EC key cannot encipher (RFC 5480 §3).
+    assert.equal(ext.get('keyUsage')?.keyEncipherment, algorithm === 'rsa-2048');
     assert.equal(ext.get('keyUsage')?.keyCertSign, false);
     assert.equal(ext.get('subjectAltName')?.critical, false);
   });
@@ -186,7 +200,7 @@ describe('issueLeaf', () => {
     const x = new X509Certificate(leaf.certPem);
     // node:crypto reports an empty subject as undefined.
     assert.ok(!x.subject);
-    assert.equal(forge.pki.certificateFromPem(leaf.certPem).subject.attributes.length, 0);
+    assert.equal(tbsFieldHex(leaf.certPem, 5), '3000', 'an empty subject Name: SEQUENCE {}');
     assert.equal(x.subjectAltName, `DNS:${long}`);
     assert.equal(extensions(leaf.certPem).get('subjectAltName')?.critical, true);
     const just = long.slice(1);
@@ -222,5 +236,80 @@ describe('issueLeaf', () => {
 
   it('refuses to mint wildcards', () => {
     assert.throws(() => issueLeaf(ca, key, '*.example.com', now), (e) => isCaError(e, 'invalid-name'));
+  });
+
+  it('carries the leaf key as SubjectPublicKeyInfo byte for byte, and openssl x509 -text reads it', async () => {
+    const leaf = issueLeaf(ca, key, 'example.com', now);
+    const x = new X509Certificate(leaf.certPem);
+    assert.deepEqual(x.publicKey.export({ type: 'spki', format: 'der' }), key.spkiDer);
+    assert.equal(x.publicKey.asymmetricKeyType, algorithm === 'ecdsa-p256' ? 'ec' : 'rsa');
+    const file = join(dir, 'text.pem');
+    await writeFile(file, leaf.certPem);
+    const text = execFileSync('openssl', ['x509', '-noout', '-text', '-in', file], { encoding: 'utf8' });
+    assert.match(text, /Version: 3 \(0x2\)/);
+    assert.match(text, /Signature Algorithm: sha256WithRSAEncryption/);
+    if (algorithm === 'ecdsa-p256') {
+      assert.match(text, /Public Key Algorithm: id-ecPublicKey/);
+      assert.match(text, /NIST CURVE: P-256/);
+      assert.match(text, /Key Usage: critical\s+Digital Signature\n/);
+    } else {
+      assert.match(text, /Public Key Algorithm: rsaEncryption/);
+      assert.match(text, /Key Usage: critical\s+Digital Signature, Key Encipherment\n/);
+    }
+    assert.match(text, /DNS:example\.com/);
+  });
+
+  it('serves a Node TLS 1.3 and TLS 1.2 handshake that a client trusting only the CA accepts', async () => {
+    const leaf = issueLeaf(ca, key, 'leaf.example', now);
+    for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+      const server = tls.createServer({ cert: leaf.certPem, key: leaf.keyPem, minVersion: version, maxVersion: version }, (s) => s.end('hello'));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      try {
+        const { port } = server.address() as AddressInfo;
+        const { authorized, protocol, keyType, data } = await new Promise<{ authorized: boolean; protocol: string | null; keyType: string | undefined; data: string }>(
+          (resolve, reject) => {
+            const c = tls.connect({ host: '127.0.0.1', port, servername: 'leaf.example', ca: ca.certPem, maxVersion: version }, () => {
+              const peer = c.getPeerX509Certificate();
+              let data = '';
+              c.setEncoding('utf8').on('data', (d: string) => (data += d));
+              c.on('end', () => resolve({ authorized: c.authorized, protocol: c.getProtocol(), keyType: peer?.publicKey.asymmetricKeyType, data }));
+            });
+            c.on('error', reject);
+            c.setTimeout(5000, () => c.destroy(new Error('handshake timed out')));
+          },
+        );
+        assert.equal(authorized, true, version);
+        assert.equal(protocol, version);
+        assert.equal(keyType, algorithm === 'ecdsa-p256' ? 'ec' : 'rsa');
+        assert.equal(data, 'hello');
+      } finally {
+        await new Promise((resolve) => server.close(resolve));
+      }
+    }
+  });
+});
+
+describe('createLeafKey', () => {
+  it('makes an ECDSA P-256 key by default, and RSA-2048 on request', async () => {
+    assert.equal(DEFAULT_LEAF_KEY_ALGORITHM, 'ecdsa-p256');
+    const ec = await createLeafKey();
+    assert.equal(ec.algorithm, 'ecdsa-p256');
+    assert.equal(ec.privateKey.asymmetricKeyType, 'ec');
+    assert.equal(ec.privateKey.asymmetricKeyDetails?.namedCurve, 'prime256v1');
+    assert.equal(ec.publicKey, null, 'forge has no EC keys');
+    const rsa = await createLeafKey('rsa-2048');
+    assert.equal(rsa.privateKey.asymmetricKeyDetails?.modulusLength, 2048);
+    assert.ok(rsa.publicKey);
+    assert.match(rsa.keyPem, /^-----BEGIN PRIVATE KEY-----\n/);
+  });
+});
+
+describe('leafKeyAlgorithmFromEnv', () => {
+  it('defaults to ECDSA P-256, honours TPROXY_LEAF_KEY, and refuses unknown values with the accepted ones', () => {
+    assert.equal(leafKeyAlgorithmFromEnv({}), 'ecdsa-p256');
+    assert.equal(leafKeyAlgorithmFromEnv({ TPROXY_LEAF_KEY: '' }), 'ecdsa-p256');
+    assert.equal(leafKeyAlgorithmFromEnv({ TPROXY_LEAF_KEY: 'rsa-2048' }), 'rsa-2048');
+    assert.equal(leafKeyAlgorithmFromEnv({ TPROXY_LEAF_KEY: 'ecdsa-p256' }), 'ecdsa-p256');
+    assert.throws(() => leafKeyAlgorithmFromEnv({ TPROXY_LEAF_KEY: 'rsa' }), /TPROXY_LEAF_KEY="rsa" is not a leaf key type: use ecdsa-p256 or rsa-2048/);
   });
 });

@@ -10,17 +10,26 @@ export class BodyCapture {
   private kept = 0;
   private total = 0;
 
+  /**
+   * Sees every chunk, also past the limit: the SSE capture (capture/sse.ts) parses the whole stream
+   * through it, whichever engine (h1, h2) feeds the body.
+   */
+  tap: ((chunk: Buffer) => void) | undefined;
+
   constructor(private readonly limit: number) {}
 
   add(chunk: Buffer): void {
     this.total += chunk.length;
     const room = this.limit - this.kept;
-    if (room <= 0) return;
-    // Copy the kept part: the stream may hand us a slice of a larger pooled allocation, and holding
-    // the view would pin that whole allocation for as long as the exchange stays in the buffer.
-    const part = Buffer.from(chunk.length <= room ? chunk : chunk.subarray(0, room));
-    this.chunks.push(part);
-    this.kept += part.length;
+    if (room > 0) {
+      // Copy the kept part: the stream may hand us a slice of a larger pooled allocation, and holding
+      // the view would pin that whole allocation for as long as the exchange stays in the buffer.
+      const part = Buffer.from(chunk.length <= room ? chunk : chunk.subarray(0, room));
+      this.chunks.push(part);
+      this.kept += part.length;
+    }
+    // Last: the tap may take a snapshot, which must count this chunk as captured already.
+    this.tap?.(chunk);
   }
 
   get size(): number {

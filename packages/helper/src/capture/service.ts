@@ -21,7 +21,9 @@ import { CAPTURE_DEFAULTS, ErrorCode, RpcError, type CaGetResult, type CaptureCo
 import { CaAuthority } from '../ca/authority.js';
 import type { StoredCa } from '../ca/store.js';
 import { Engine } from '../engine/engine.js';
+import { H2Proxy } from '../engine/h2-proxy.js';
 import { HttpProxy } from '../engine/http-proxy.js';
+import { PassthroughRelay } from '../engine/passthrough.js';
 import { UpstreamPool } from '../engine/upstream.js';
 import type { Exec } from '../exec.js';
 import { Steering, revertError } from '../firewall/apply.js';
@@ -71,6 +73,8 @@ interface Session {
   listeners: TransparentListener[];
   engine: Engine;
   proxy: HttpProxy;
+  /** HTTP/2 relay and its pooled upstream sessions. */
+  h2: H2Proxy;
   pool: UpstreamPool;
   /** Fail-open heartbeat and "interception lost" checks; stopped before the steering is reverted. */
   monitor: SteeringMonitor;
@@ -152,10 +156,22 @@ export class CaptureService {
     const certs = await this.authority.leafCache();
     const trust = await this.upstreamTrust(ca);
 
-    const pool = new UpstreamPool({ connect: markedConnector(native, config.bypassMark), trust });
-    const proxy = new HttpProxy({ pool, store, bodyCaptureLimit: config.bodyCaptureLimit, log: log.child('http') });
-    const engine = new Engine({ certs: { contextFor: (name) => certs.get(name) }, proxy, log: log.child('engine') });
-    undo.push({ what: 'closing intercepted connections', run: () => (engine.closeAll(), proxy.close(), pool.destroy()) });
+    const pool = new UpstreamPool({ connect: markedConnector(native, config.bypassMark), trust, idleTimeoutMs: config.limits.upstreamIdleTimeoutSeconds * 1000 });
+    const proxy = new HttpProxy({ pool, store, bodyCaptureLimit: config.bodyCaptureLimit, limits: config.limits, log: log.child('http') });
+    const h2 = new H2Proxy({ store, bodyCaptureLimit: config.bodyCaptureLimit, limits: config.limits, log: log.child('h2'), upstream: { connect: markedConnector(native, config.bypassMark), trust } });
+    certs.setMax(config.limits.leafCacheSize);
+    const passthrough = new PassthroughRelay({ connect: markedConnector(native, config.bypassMark), store, log: log.child('passthrough'), idleTimeoutMs: config.limits.clientIdleTimeoutSeconds * 1000 });
+    const engine = new Engine({
+      certs: { contextFor: (name) => certs.get(name) },
+      proxy,
+      pool,
+      passthrough,
+      h2,
+      log: log.child('engine'),
+      handshakeTimeoutMs: config.limits.handshakeTimeoutSeconds * 1000,
+      maxConnectionsPerProcess: config.limits.maxConnectionsPerProcess,
+    });
+    undo.push({ what: 'closing intercepted connections', run: () => (engine.closeAll(), proxy.close(), h2.close(), pool.destroy()) });
 
     const listeners: TransparentListener[] = [];
     const addresses = config.ipv6 ? [config.listenV4, config.listenV6] : [config.listenV4];
@@ -186,7 +202,7 @@ export class CaptureService {
     monitor.start();
 
     log.info(`capture running for ${describeScope(config.scope)}: ports ${config.ports.join(',')} → ${addresses.map((a) => `${a}:${config.listenPort}`).join(', ')}`);
-    return { config, plan, listeners, engine, proxy, pool, monitor, backend, startedAt: Date.now() };
+    return { config, plan, listeners, engine, proxy, h2, pool, monitor, backend, startedAt: Date.now() };
   }
 
   /** Trust anchors for upstream verification: the distribution bundle minus our CA, plus --upstream-ca. */
@@ -248,6 +264,7 @@ export class CaptureService {
       const closing = s.listeners.map((l) => closeListener(l));
       s.engine.closeAll();
       s.proxy.close();
+      s.h2.close();
       s.pool.destroy();
       await Promise.all(closing);
       try {

@@ -17,12 +17,15 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import type http from 'node:http';
+import http from 'node:http';
+import http2 from 'node:http2';
 import https from 'node:https';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { after, afterEach, before, describe, it, type TestContext } from 'node:test';
+import tls from 'node:tls';
 import type { Exchange } from '@tproxy/protocol';
+import type { H2Server } from './engine.js';
 import {
   UPSTREAM_NAME,
   closeServer,
@@ -225,7 +228,7 @@ describe('Engine + HttpProxy: ordinary exchanges', () => {
       assert.equal(ex.request.url, i === 0 ? 'https://upstream.test/one?x=1' : 'https://upstream.test/two');
       assert.equal(ex.request.httpVersion, '1.1');
       assert.equal(ex.response?.status, 200);
-      assert.deepEqual(ex.tls, { sni: UPSTREAM_NAME, clientVersion: 'TLSv1.3', upstreamVersion: 'TLSv1.3', alpn: 'http/1.1' });
+      assert.deepEqual(ex.tls, { sni: UPSTREAM_NAME, clientVersion: 'TLSv1.3', upstreamVersion: 'TLSv1.3', alpn: 'http/1.1', clientAlpn: ['http/1.1'] });
       assert.deepEqual(ex.client, { address: '127.0.0.1', port: first.localPort });
       assert.deepEqual(ex.server, { address: '127.0.0.1', port: h.port }, 'the original destination (here: the front itself)');
       const { startedAt, upstreamConnected, firstByte, end } = ex.timing;
@@ -537,26 +540,33 @@ describe('Engine: bad input never takes it down', () => {
     assert.equal(res.body.toString(), `ok ${path}`);
   }
 
-  it('closes a plain-TCP (non-TLS) connection', async (t) => {
+  it('passes a plain-TCP (non-TLS) connection through untouched and records it', async (t) => {
     const h = await harness(t);
     const { received } = await rawTcp(h.port, 'GET / HTTP/1.1\r\nHost: upstream.test\r\n\r\n');
-    assert.ok(!received.toString('latin1').startsWith('HTTP/'), 'no HTTP answer over plain TCP');
-    assert.equal(h.events.entries.length, 0);
+    // The TLS upstream got plain HTTP: it answers like any TLS server would (never a decrypted HTTP reply from us).
+    assert.ok(!received.toString('latin1').startsWith('HTTP/1.1 2'), 'no decrypted HTTP answer over plain TCP');
+    const ex = await onlyExchange(h);
+    assert.equal(ex.kind, 'passthrough');
+    assert.equal(ex.passthrough?.reason, 'not-tls');
+    assert.equal(ex.request.method, 'TCP');
+    assert.equal(ex.request.url, `tcp://127.0.0.1:${h.port}`);
+    assert.equal(ex.passthrough?.bytesUp, 'GET / HTTP/1.1\r\nHost: upstream.test\r\n\r\n'.length);
     await stillServes(h, '/after-plain');
   });
 
   for (const name of ['bad_name', '*.example.com']) {
-    it(`fails the handshake for SNI ${JSON.stringify(name)} and mints nothing`, async (t) => {
+    it(`passes SNI ${JSON.stringify(name)} through and mints nothing`, async (t) => {
       const h = await harness(t);
-      ours.certs.get('127.0.0.1'); // the no-SNI fallback the engine always prepares; warm it first
       const stats = ours.certs.stats();
       const res = await rawTls(h.port, ours.ca.certPem, name, 'GET / HTTP/1.1\r\n\r\n');
-      assert.equal(res.secure, false);
-      assert.ok(res.error, 'the client saw the handshake fail');
+      assert.equal(res.secure, false, 'the client met the real upstream certificate, which our CA did not sign');
       const now = ours.certs.stats();
       assert.equal(now.mints, stats.mints);
       assert.equal(now.size, stats.size);
-      assert.equal(h.events.entries.length, 0);
+      const ex = await onlyExchange(h);
+      assert.equal(ex.kind, 'passthrough');
+      assert.equal(ex.passthrough?.reason, 'sni-rejected');
+      assert.equal(ex.tls.sni, name, 'the name as sent, for display');
       await stillServes(h, '/after-bad-sni');
     });
   }
@@ -565,7 +575,7 @@ describe('Engine: bad input never takes it down', () => {
     { name: 'a garbage request line', payload: 'GARBAGE\r\n\r\n' },
     { name: 'Content-Length with Transfer-Encoding', payload: 'POST /bad-cl-te HTTP/1.1\r\nHost: upstream.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n' },
     { name: 'an invalid chunk size', payload: 'POST /bad-chunk HTTP/1.1\r\nHost: upstream.test\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n' },
-    { name: 'an oversized header block', payload: `GET /bad-big HTTP/1.1\r\nHost: upstream.test\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, status: '431' },
+    { name: 'an oversized header block', payload: `GET /bad-big HTTP/1.1\r\nHost: upstream.test\r\nX-Big: ${'a'.repeat(70_000)}\r\n\r\n`, status: '431' },
   ];
   for (const m of malformed) {
     it(`answers ${m.status ?? '400'} to ${m.name} and relays nothing`, async (t) => {
@@ -590,16 +600,21 @@ describe('Engine: bad input never takes it down', () => {
     assert.equal(ex.error?.kind, 'client-protocol');
   });
 
-  it('serves a client without SNI with a leaf for the destination IP', async (t) => {
+  it('relays a client without SNI opaquely: it talks TLS with the real upstream', async (t) => {
     const h = await harness(t);
-    const res = await fetchVia(h.port, ours.ca.certPem, { path: '/no-sni', servername: '' });
+    // Trusting the upstream's own CA: only the real certificate (IP SAN 127.0.0.1) passes.
+    const res = await fetchVia(h.port, pki.caPem, { path: '/no-sni', servername: '' });
     assert.equal(res.status, 200);
     assert.equal(res.body.toString(), 'ok /no-sni');
-    assert.equal(res.peerCertificate.subjectaltname, 'IP Address:127.0.0.1');
+    assert.equal(res.peerCertificate.issuer.CN, 'tproxy engine test upstream CA');
     const ex = await onlyExchange(h);
+    assert.equal(ex.kind, 'passthrough');
+    assert.equal(ex.passthrough?.reason, 'no-sni');
+    assert.equal(ex.request.method, 'TLS');
     assert.equal(ex.tls.sni, undefined);
-    assert.equal(ex.request.url, 'https://upstream.test/no-sni', 'the Host header names the URL');
     assert.equal(ex.state, 'complete');
+    assert.ok((ex.passthrough?.bytesUp ?? 0) > 100 && (ex.passthrough?.bytesDown ?? 0) > 500, JSON.stringify(ex.passthrough));
+    assert.ok(ex.timing.end !== undefined);
     await stillServes(h, '/after-no-sni');
   });
 
@@ -610,5 +625,133 @@ describe('Engine: bad input never takes it down', () => {
     for (const m of malformed) await rawTls(h.port, ours.ca.certPem, UPSTREAM_NAME, m.payload);
     await stillServes(h, '/after-everything');
     assert.equal(escaped.length, 0);
+  });
+});
+
+describe('Engine: ALPN learnt from the upstream first', () => {
+  /** An upstream speaking HTTP/1.1 with the given ALPN list (none: no ALPN extension at all). */
+  async function h1Upstream(t: TestContext, alpn: string[] | undefined): Promise<number> {
+    const httpServer = http.createServer((req, res) => res.end(`h1 ${req.url}`));
+    const sockets = new Set<tls.TLSSocket>();
+    const server = tls.createServer({ key: pki.keyPem, cert: pki.good, ...(alpn ? { ALPNProtocols: alpn } : {}) }, (s) => {
+      sockets.add(s);
+      httpServer.emit('connection', s);
+    });
+    const port = await listenLoopback(server);
+    t.after(async () => {
+      for (const s of sockets) s.destroy();
+      await closeServer(server);
+    });
+    return port;
+  }
+
+  /** What the engine hands an h2 server: recorded, then closed (H2Proxy itself is tested in h2-proxy.test.ts). */
+  type H2Call = { clientAlpn: string | false | null; warmAlpn: string | false | null | undefined; sni: string | undefined };
+  function recordingH2(): H2Server & { calls: H2Call[]; called: Promise<void> } {
+    const calls: H2Call[] = [];
+    let signal: () => void = () => {};
+    const called = new Promise<void>((resolve) => (signal = resolve));
+    return {
+      calls,
+      called,
+      serve(socket, info, warm) {
+        calls.push({ clientAlpn: socket.alpnProtocol, warmAlpn: warm?.alpnProtocol, sni: info.tls.sni });
+        signal();
+        warm?.destroy();
+        socket.destroy();
+      },
+    };
+  }
+
+  function negotiated(port: number, alpn: string[]): Promise<string | false> {
+    return within(
+      new Promise((resolve, reject) => {
+        const s = tls.connect({ host: '127.0.0.1', port, servername: UPSTREAM_NAME, ca: ours.ca.certPem, ALPNProtocols: alpn }, () => {
+          resolve(s.alpnProtocol ?? false);
+          // end(), not destroy(): our Finished may still be queued, and the server acts on it.
+          s.end();
+        });
+        s.on('error', reject);
+      }),
+      'a client handshake',
+    );
+  }
+
+  it('gives an h2-capable client http/1.1 when the upstream only speaks http/1.1, and reuses the warm socket', async (t) => {
+    const port = await h1Upstream(t, ['http/1.1']);
+    const h2 = recordingH2();
+    const h = await harness(t, port, { engine: { h2 } });
+    assert.equal(await negotiated(h.port, ['h2', 'http/1.1']), 'http/1.1');
+    const res = await fetchVia(h.port, ours.ca.certPem, { path: '/h1' });
+    assert.equal(res.body.toString(), 'h1 /h1');
+    assert.equal(h2.calls.length, 0);
+    const ex = await h.events.completed(h.events.startedIds()[0]!);
+    assert.equal(ex.tls.alpn, 'http/1.1');
+  });
+
+  it('answers without ALPN when the upstream negotiates none, and the request still works', async (t) => {
+    const port = await h1Upstream(t, undefined);
+    const h = await harness(t, port, { engine: { h2: recordingH2() } });
+    assert.equal(await negotiated(h.port, ['h2', 'http/1.1']), false);
+    const res = await fetchVia(h.port, ours.ca.certPem, { path: '/none' });
+    assert.equal(res.body.toString(), 'h1 /none');
+  });
+
+  it('hands an h2 client and the warm h2 upstream socket to the h2 server', async (t) => {
+    const server = http2.createSecureServer({ key: pki.keyPem, cert: pki.good, allowHTTP1: true });
+    // Raw TCP sockets, so connections still in their handshake or kept by the pool are covered too.
+    const sockets = new Set<net.Socket>();
+    server.on('connection', (sock: net.Socket) => {
+      sockets.add(sock);
+      sock.on('error', () => {}); // destroyed by the test at the end
+    });
+    const port = await listenLoopback(server);
+    // http2's secure server has no closeAllConnections(): destroy what it accepted, then close.
+    t.after(() => {
+      for (const sock of sockets) sock.destroy();
+      server.close();
+    });
+    const h2 = recordingH2();
+    const connector = loopbackConnector(port);
+    const h = await startEngine({ certs: ours.certs, connect: connector.connect, upstreamCaPem: pki.caPem, engine: { h2 } });
+    t.after(() => h.close());
+    assert.equal(await negotiated(h.port, ['h2', 'http/1.1']), 'h2');
+    await within(h2.called, 'the h2 server to be called');
+    assert.deepEqual(h2.calls, [{ clientAlpn: 'h2', warmAlpn: 'h2', sni: UPSTREAM_NAME }]);
+    // Without an h2 server, h2 is offered to nobody: the same client gets http/1.1.
+    const h1only = await harness(t, port);
+    assert.equal(await negotiated(h1only.port, ['h2', 'http/1.1']), 'http/1.1');
+  });
+
+  it('remembers what it learnt: a second connection costs no extra upstream handshake', async (t) => {
+    const port = await h1Upstream(t, ['http/1.1']);
+    const h = await harness(t, port);
+    const agent = keepAliveAgent(t);
+    await fetchVia(h.port, ours.ca.certPem, { path: '/a', agent });
+    await fetchVia(h.port, ours.ca.certPem, { path: '/b' });
+    assert.equal(h.calls.length, 1, 'one upstream connection: the warm one, then pooled');
+  });
+
+  it('completes the client handshake and answers 502 when the upstream certificate is rejected', async (t) => {
+    const sink = await startTlsSink({ key: pki.keyPem, cert: pki.selfSigned });
+    t.after(() => sink.close());
+    const h = await harness(t, sink.port);
+    const res = await fetchVia(h.port, ours.ca.certPem, { path: '/bad' });
+    assert.equal(res.status, 502);
+    const ex = await onlyExchange(h);
+    assert.equal(ex.error?.kind, 'upstream-tls');
+  });
+
+  it('refuses connections past maxConnectionsPerProcess', async (t) => {
+    const h = await harness(t, upstream.port, { engine: { maxConnectionsPerProcess: 1, attribution: { lookup: async () => ({ pid: 4242, uid: 0 }) } } });
+    const agent = keepAliveAgent(t);
+    const first = await fetchVia(h.port, ours.ca.certPem, { path: '/keep', agent });
+    assert.equal(first.status, 200);
+    await assert.rejects(fetchVia(h.port, ours.ca.certPem, { path: '/second' }), 'the second connection of pid 4242 is closed');
+    assert.equal(h.engine.counters().refusedOverLimit, 1);
+    agent.destroy();
+    for (let i = 0; i < 100 && h.engine.openConnections > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(h.engine.openConnections, 0, 'the first connection closed');
+    assert.equal((await fetchVia(h.port, ours.ca.certPem, { path: '/third' })).status, 200, 'the count went down when it closed');
   });
 });

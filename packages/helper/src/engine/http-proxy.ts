@@ -9,7 +9,7 @@
 import http from 'node:http';
 import type net from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import type { Endpoint, ExchangeError, TlsInfo } from '@tproxy/protocol';
+import { ENGINE_LIMIT_DEFAULTS, type EngineLimits, type Endpoint, type ExchangeError, type TlsInfo } from '@tproxy/protocol';
 import { LiveExchange } from '../capture/live-exchange.js';
 import { maskRawHeaders } from '../capture/mask.js';
 import type { ExchangeStore } from '../capture/store.js';
@@ -17,6 +17,8 @@ import type { Logger } from '../log.js';
 import type { ProcessLookup } from '../net/attribution.js';
 import { classifyUpstreamError } from './errors.js';
 import { rawToPairs, requestUrl, stripHopByHop } from './headers.js';
+import { checkRequestHead, tooManyResponseHeaders } from './request-guard.js';
+import { rawReply, relayUpgrade, upgradeRequestHeaders } from './upgrade-relay.js';
 import type { UpstreamPool, UpstreamTarget } from './upstream.js';
 
 /** What the engine learnt about a decrypted connection before HTTP started. */
@@ -34,12 +36,21 @@ export interface HttpProxyOptions {
   store: ExchangeStore;
   bodyCaptureLimit: number;
   log: Logger;
+  /** Head limits and the client idle timeout (config.limits); ENGINE_LIMIT_DEFAULTS when absent. */
+  limits?: Pick<EngineLimits, 'maxHeaderBytes' | 'maxHeaderCount' | 'clientIdleTimeoutSeconds'>;
 }
 
-/** How long a client may take to send a request head (slowloris guard). */
-const HEADERS_TIMEOUT_MS = 60_000;
-/** Idle time a kept-alive client connection may sit between requests. */
-const KEEP_ALIVE_TIMEOUT_MS = 60_000;
+/** Per client connection: requests in flight and the idle/slow-head deadline. */
+interface ClientState {
+  inFlight: number;
+  /**
+   * socket.bytesRead (decrypted bytes for a TLS socket) when the deadline was armed: more at the
+   * deadline means a slow head rather than silence. Not a 'data' listener: Node's HTTP parser
+   * consumes the stream natively, so no 'data' events reach JavaScript.
+   */
+  mark: number;
+  timer: NodeJS.Timeout | undefined;
+}
 
 export class HttpProxy {
   private readonly server: http.Server;
@@ -49,26 +60,88 @@ export class HttpProxy {
    * size) reaches clientError, not the request handler, and must be recorded on that exchange.
    */
   private readonly current = new WeakMap<net.Socket, { ex: LiveExchange; finish: (e?: ExchangeError) => void }>();
+  private readonly clients = new WeakMap<net.Socket, ClientState>();
+  private readonly limits: NonNullable<HttpProxyOptions['limits']>;
 
   constructor(private readonly opts: HttpProxyOptions) {
+    this.limits = opts.limits ?? ENGINE_LIMIT_DEFAULTS;
     this.server = http.createServer({
-      // No whole-request deadline: a 1 GiB upload legitimately takes long. Slow heads are bounded
-      // by headersTimeout; idle connections by keepAliveTimeout.
+      // No whole-request deadline: a 1 GiB upload legitimately takes long. Node's headersTimeout
+      // and keepAliveTimeout are not relied on (the first is only checked for servers that
+      // listen(), and this one is fed sockets): the client deadline below covers both.
       requestTimeout: 0,
-      headersTimeout: HEADERS_TIMEOUT_MS,
-      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+      keepAliveTimeout: 0,
+      // Bigger heads get 431 from the parser (HPE_HEADER_OVERFLOW), before any buffering past it.
+      maxHeaderSize: this.limits.maxHeaderBytes,
+      insecureHTTPParser: false,
     });
+    // llhttp drops fields past this count silently: keep one more than allowed, so we can tell.
+    this.server.maxHeadersCount = this.limits.maxHeaderCount + 1;
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => this.handle(req, res);
     this.server.on('request', handler);
     // With a checkContinue listener Node does not answer 100 itself: we relay the upstream's.
     this.server.on('checkContinue', handler);
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => this.clientError(err, socket));
+    this.server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.upgrade(req, socket, head));
   }
 
   /** Serves HTTP/1.1 on a decrypted socket. */
   serve(socket: net.Socket, info: ConnectionInfo): void {
     this.info.set(socket, info);
+    // Streamed responses (SSE, token streams) write small pieces: Nagle would hold each one back
+    // until the previous is acknowledged, up to a delayed-ACK time (40 ms) per event.
+    socket.setNoDelay(true);
+    const state: ClientState = { inFlight: 0, mark: 0, timer: undefined };
+    this.clients.set(socket, state);
+    socket.once('close', () => clearTimeout(state.timer));
+    this.armDeadline(socket);
     this.server.emit('connection', socket);
+  }
+
+  private get idleMs(): number {
+    return this.limits.clientIdleTimeoutSeconds * 1000;
+  }
+
+  /**
+   * Starts the client deadline while no request is in flight: a connection that sends no complete
+   * request head within clientIdleTimeoutSeconds is closed, whether it sits idle between requests
+   * or trickles a head byte by byte (slowloris). Bytes received do not extend it; a complete head
+   * stops it.
+   */
+  private armDeadline(socket: net.Socket): void {
+    const st = this.clients.get(socket);
+    if (!st || socket.destroyed) return;
+    clearTimeout(st.timer);
+    st.mark = socket.bytesRead;
+    st.timer = setTimeout(() => {
+      st.timer = undefined;
+      if (st.inFlight > 0 || socket.destroyed) return;
+      const info = this.info.get(socket);
+      const who = info ? `${info.client.address}:${info.client.port}` : 'client';
+      if (socket.bytesRead > st.mark) {
+        this.opts.log.debug(`${who}: request head not complete after ${this.limits.clientIdleTimeoutSeconds}s; closing`);
+        rawReply(socket, 408, 'Request Timeout', `tproxy: the request head did not arrive within ${this.limits.clientIdleTimeoutSeconds}s\n`);
+      } else {
+        this.opts.log.debug(`${who}: idle for ${this.limits.clientIdleTimeoutSeconds}s; closing`);
+        socket.end();
+        // A peer that does not answer our close cannot keep the socket either.
+        setTimeout(() => socket.destroy(), 1000).unref();
+      }
+    }, this.idleMs);
+    st.timer.unref();
+  }
+
+  /** A complete request head arrived: no deadline until the last in-flight request ends. */
+  private requestStarted(socket: net.Socket, done: { once(event: 'close', cb: () => void): unknown } | undefined): void {
+    const st = this.clients.get(socket);
+    if (!st) return;
+    st.inFlight++;
+    clearTimeout(st.timer);
+    st.timer = undefined;
+    done?.once('close', () => {
+      st.inFlight--;
+      if (st.inFlight === 0) this.armDeadline(socket);
+    });
   }
 
   private clientError(err: NodeJS.ErrnoException, socket: net.Socket): void {
@@ -94,6 +167,85 @@ export class HttpProxy {
       res.writeHead(500, { 'content-type': 'text/plain', connection: 'close' }).end('tproxy: connection without context\n');
       return;
     }
+    this.requestStarted(req.socket, res);
+    const { ex, finish, target } = this.open(req, info);
+    const rejection = checkRequestHead(req.httpVersion, req.rawHeaders, this.limits);
+    if (rejection) {
+      // Refused before anything is sent upstream: a head the hops could read differently.
+      this.reply(req, res, ex, rejection.status, rejection.statusMessage, { kind: 'client-protocol', message: rejection.reason }, finish);
+      return;
+    }
+    try {
+      this.relay(req, res, ex, target, finish);
+    } catch (err) {
+      // Node validates what we hand it (paths, header values) by throwing: a request we cannot
+      // relay safely is refused before it reaches the upstream, and never takes the helper down.
+      const message = `request cannot be relayed: ${(err as Error).message.split('\n')[0]}`;
+      this.reply(req, res, ex, 400, 'Bad Request', { kind: 'client-protocol', message }, finish);
+    }
+  }
+
+  /**
+   * A request with `Connection: upgrade` (Node hands it over with the raw socket). WebSocket
+   * handshakes are forwarded, and after the upstream's 101 the frames are relayed untouched while
+   * a parsed copy is counted; any other protocol is relayed as opaque bytes after its 101.
+   */
+  private upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+    const info = this.info.get(socket);
+    const st = this.clients.get(socket);
+    if (!info || !st) return void socket.destroy();
+    // The socket leaves Node's HTTP server here: its deadline stops, and it is paused (Node
+    // removed its reader) so no early frame is lost before the tunnel's pipe resumes it.
+    socket.pause();
+    this.requestStarted(socket, undefined);
+    const { ex, finish, target } = this.open(req, info);
+    const refuse = (status: number, statusMessage: string, message: string) => {
+      const body = `tproxy: ${message}\n`;
+      ex.setResponse({ status, statusMessage, httpVersion: '1.1', headers: [['Content-Type', 'text/plain; charset=utf-8']] });
+      ex.responseBody.add(Buffer.from(body));
+      finish({ kind: 'client-protocol', message });
+      rawReply(socket, status, statusMessage, body);
+    };
+    const rejection = checkRequestHead(req.httpVersion, req.rawHeaders, this.limits);
+    if (rejection) return refuse(rejection.status, rejection.statusMessage, rejection.reason);
+    // Node hands the body bytes over as raw stream data here, unframed: a body (never part of a
+    // WebSocket handshake) cannot be relayed faithfully, so it is refused rather than guessed at.
+    if (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0') {
+      return refuse(400, 'Bad Request', 'an upgrade request with a body cannot be relayed');
+    }
+    let upReq: http.ClientRequest;
+    try {
+      upReq = http.request({
+        agent: this.opts.pool.agentFor(target),
+        host: target.address,
+        port: target.port,
+        method: req.method,
+        path: req.url,
+        headers: upgradeRequestHeaders(req.rawHeaders),
+        setHost: false,
+        maxHeaderSize: this.limits.maxHeaderBytes,
+      });
+    } catch (err) {
+      return refuse(400, 'Bad Request', `request cannot be relayed: ${(err as Error).message.split('\n')[0]}`);
+    }
+    upReq.maxHeadersCount = this.limits.maxHeaderCount + 1;
+    relayUpgrade({
+      client: socket,
+      clientHead: head,
+      upReq,
+      ex,
+      target,
+      websocket: /^websocket$/i.test(req.headers.upgrade ?? ''),
+      store: this.opts.store,
+      textBudget: this.opts.bodyCaptureLimit,
+      idleMs: this.idleMs,
+      maxHeaderCount: this.limits.maxHeaderCount,
+      finish,
+    });
+  }
+
+  /** Records a new exchange for a request head and returns how to finish it. */
+  private open(req: http.IncomingMessage, info: ConnectionInfo): { ex: LiveExchange; finish: (e?: ExchangeError) => void; target: UpstreamTarget } {
     const { store, bodyCaptureLimit } = this.opts;
     const ex = new LiveExchange({
       client: info.client,
@@ -107,6 +259,8 @@ export class HttpProxy {
       bodyCaptureLimit,
     });
     store.add(ex);
+    // An event stream's new events reach subscribers while it is open (throttled by the exchange).
+    ex.onSseProgress(() => store.update(ex));
     this.attachLateProcess(ex, info);
     const target = { address: info.server.address, port: info.server.port, serverName: info.tls.sni };
     const finish = (error?: ExchangeError) => {
@@ -120,14 +274,7 @@ export class HttpProxy {
       else store.finish(ex);
     };
     this.current.set(req.socket, { ex, finish });
-    try {
-      this.relay(req, res, ex, target, finish);
-    } catch (err) {
-      // Node validates what we hand it (paths, header values) by throwing: a request we cannot
-      // relay safely is refused before it reaches the upstream, and never takes the helper down.
-      const message = `request cannot be relayed: ${(err as Error).message.split('\n')[0]}`;
-      this.reply(req, res, ex, 400, 'Bad Request', { kind: 'client-protocol', message }, finish);
-    }
+    return { ex, finish, target };
   }
 
   /**
@@ -175,7 +322,10 @@ export class HttpProxy {
       path: req.url,
       headers: stripHopByHop(req.rawHeaders, true),
       setHost: false,
+      // A huge upstream head fails the parser (HPE_HEADER_OVERFLOW → 502) instead of growing memory.
+      maxHeaderSize: this.limits.maxHeaderBytes,
     });
+    upReq.maxHeadersCount = this.limits.maxHeaderCount + 1;
     if (req.headers.expect?.toLowerCase() === '100-continue') upReq.flushHeaders();
 
     upReq.on('socket', (socket) => {
@@ -187,12 +337,28 @@ export class HttpProxy {
       if (socket.connecting) socket.once('connect', onReady);
       else onReady();
     });
-    upReq.on('continue', () => res.writeContinue());
+    const stall = this.watchBodyStall(req, () => {
+      upReq.destroy();
+      const message = `the request body stalled: nothing arrived for ${this.limits.clientIdleTimeoutSeconds}s`;
+      this.reply(req, res, ex, 408, 'Request Timeout', { kind: 'client-protocol', message }, finish);
+    });
+    upReq.on('continue', () => {
+      res.writeContinue();
+      stall.start();
+    });
+    // With Expect: 100-continue the client waits for the upstream's 100 before sending the body.
+    if (req.headers.expect?.toLowerCase() !== '100-continue') stall.start();
 
     req.on('data', (chunk: Buffer) => ex.requestBody.add(chunk));
     req.pipe(upReq);
 
     upReq.on('response', (upRes) => {
+      const tooMany = tooManyResponseHeaders(upRes.rawHeaders, this.limits);
+      if (tooMany) {
+        upRes.destroy();
+        this.reply(req, res, ex, 502, 'Bad Gateway', { kind: 'upstream-protocol', message: tooMany }, finish);
+        return;
+      }
       try {
         this.respond(upRes, res, ex, target, finish);
       } catch (err) {
@@ -213,6 +379,35 @@ export class HttpProxy {
     });
   }
 
+  /**
+   * A request body that stops arriving (a slow-POST attack, or a client that went half-open in
+   * the middle of it) is cut off after clientIdleTimeoutSeconds without a byte; a body that keeps
+   * moving, however slowly, and a client waiting for its response are left alone.
+   */
+  private watchBodyStall(req: http.IncomingMessage, onStall: () => void): { start(): void } {
+    let timer: NodeJS.Timeout | undefined;
+    let done = false;
+    const touch = () => {
+      clearTimeout(timer);
+      if (done) return;
+      timer = setTimeout(onStall, this.idleMs);
+      timer.unref();
+    };
+    const stop = () => {
+      done = true;
+      clearTimeout(timer);
+    };
+    req.once('end', stop);
+    req.once('close', stop);
+    return {
+      start: () => {
+        if (done || req.complete) return;
+        req.on('data', touch);
+        touch();
+      },
+    };
+  }
+
   private respond(upRes: http.IncomingMessage, res: http.ServerResponse, ex: LiveExchange, target: UpstreamTarget, finish: (e?: ExchangeError) => void): void {
     ex.setResponse({
       status: upRes.statusCode ?? 502,
@@ -223,7 +418,17 @@ export class HttpProxy {
     this.opts.store.update(ex);
     res.sendDate = false; // relay the upstream's Date (or its absence) untouched
     res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, stripHopByHop(upRes.rawHeaders));
-    upRes.on('data', (chunk: Buffer) => ex.responseBody.add(chunk));
+    let bodySeen = false;
+    upRes.on('data', (chunk: Buffer) => {
+      bodySeen = true;
+      ex.responseBody.add(chunk);
+    });
+    // A streamed response (SSE, long poll) may send its head long before any body, and the client
+    // must see that head now; Node holds it until the first body write. Deferred one turn, so a
+    // body read together with the head still leaves in the same write as the head.
+    setImmediate(() => {
+      if (!bodySeen && !res.writableEnded && !res.destroyed) res.flushHeaders();
+    });
     // Registered before pipe() so trailers are added before pipe ends the response.
     upRes.on('end', () => {
       if (upRes.rawTrailers.length === 0) return;

@@ -24,8 +24,9 @@ import { loadOrCreateCa, type StoredCa } from '../ca/store.js';
 import { randomSerialHex, signCertificate, utf8Attribute, wholeSeconds } from '../ca/x509.js';
 import { ExchangeStore, type ExchangeEvent } from '../capture/store.js';
 import { silentLogger } from '../log.js';
-import { Engine } from './engine.js';
+import { Engine, type EngineOptions } from './engine.js';
 import { HttpProxy } from './http-proxy.js';
+import { PassthroughRelay } from './passthrough.js';
 import { UpstreamPool, type SocketConnector, type UpstreamOptions } from './upstream.js';
 
 /** The SNI every well-behaved test client sends, and the name the good upstream leaf carries. */
@@ -118,7 +119,7 @@ function mintLeaf(ca: CaMaterial, key: LeafKey, spec: LeafSpec): string {
   const cert = forge.pki.createCertificate();
   cert.version = 2;
   cert.serialNumber = randomSerialHex();
-  cert.publicKey = key.publicKey;
+  cert.publicKey = key.publicKey!; // an RSA key: createUpstreamPki asks for one
   cert.validity.notBefore = wholeSeconds(spec.notBefore ?? new Date(now - DAY_MS));
   cert.validity.notAfter = wholeSeconds(spec.notAfter ?? new Date(now + 30 * DAY_MS));
   const subject = spec.cn ? [utf8Attribute('CN', spec.cn)] : [];
@@ -139,7 +140,8 @@ function mintLeaf(ca: CaMaterial, key: LeafKey, spec: LeafSpec): string {
 export async function createUpstreamPki(): Promise<UpstreamPki> {
   const generated = await generateCa({ commonName: 'tproxy engine test upstream CA' });
   const ca = caMaterialFromPem(generated.certPem, generated.keyPem);
-  const key = await createLeafKey();
+  // RSA: mintLeaf builds these with forge, which cannot encode EC keys.
+  const key = await createLeafKey('rsa-2048');
   const now = Date.now();
   return {
     caPem: ca.certPem,
@@ -268,6 +270,8 @@ export interface EngineHarnessOptions {
   upstreamCaPem: string;
   bodyCaptureLimit?: number;
   upstream?: Partial<Pick<UpstreamOptions, 'handshakeTimeoutMs' | 'idleTimeoutMs'>>;
+  /** Engine options beyond the defaults (h2 server, limits, attribution). */
+  engine?: Partial<Pick<EngineOptions, 'h2' | 'handshakeTimeoutMs' | 'maxConnectionsPerProcess' | 'attribution'>>;
 }
 
 /** The engine as capture/service.ts assembles it, behind a plain loopback listener. */
@@ -276,7 +280,8 @@ export async function startEngine(opts: EngineHarnessOptions): Promise<EngineHar
   const events = new EventLog(store);
   const pool = new UpstreamPool({ connect: opts.connect, trust: tls.createSecureContext({ ca: opts.upstreamCaPem }), ...opts.upstream });
   const proxy = new HttpProxy({ pool, store, bodyCaptureLimit: opts.bodyCaptureLimit ?? 1024, log: silentLogger });
-  const engine = new Engine({ certs: { contextFor: (name) => opts.certs.get(name) }, proxy, log: silentLogger });
+  const passthrough = new PassthroughRelay({ connect: opts.connect, store, log: silentLogger, idleTimeoutMs: 60_000 });
+  const engine = new Engine({ certs: { contextFor: (name) => opts.certs.get(name) }, proxy, pool, passthrough, log: silentLogger, ...opts.engine });
   const front = net.createServer((socket) => engine.handleConnection(socket));
   const port = await listenLoopback(front);
   return {

@@ -3,7 +3,7 @@ process.env.TZ = 'UTC';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Exchange } from '../model/exchange.js';
-import { HAR_TAIL, harEntry, harHead, toHar, type Har } from './har.js';
+import { HAR_TAIL, harEntry, harHead, harItemFromDetail, toHar, type Har } from './har.js';
 
 /** 2024-05-06T07:08:09.123Z */
 const T0 = Date.UTC(2024, 4, 6, 7, 8, 9, 123);
@@ -129,6 +129,38 @@ describe('toHar', () => {
     assert.equal(c.encoding, 'base64');
     assert.equal(c.text, Buffer.from([0x89, 0x50, 0, 0xff]).toString('base64'));
     assert.equal(c.comment, 'tproxy captured the first 4 of 1000 bytes');
+  });
+
+  test('a decoded body is the content text (HAR wants it decoded), with its size, compression and a note', () => {
+    const text = '{"decoded":true}';
+    const gz = Buffer.from([0x1f, 0x8b, 8, 0, 1, 2, 3]);
+    const res = { ...sampleExchange().response!, headers: [['Content-Type', 'application/json'], ['Content-Encoding', 'gzip']] as [string, string][], body: { size: gz.length, captured: gz.length, truncated: false } };
+    const item = harItemFromDetail({
+      exchange: sampleExchange({ response: res }),
+      requestBody: '',
+      responseBody: gz.toString('base64'),
+      decodedResponseBody: { encoding: 'gzip', base64: Buffer.from(text).toString('base64'), size: text.length, truncated: false },
+    });
+    const har = toHar([item], { name: 't', version: '1' });
+    assertHar12(har);
+    const c = har.log.entries[0]!.response.content;
+    assert.equal(c.text, text);
+    assert.equal(c.encoding, undefined);
+    assert.equal(c.size, text.length);
+    assert.equal(c.compression, text.length - gz.length);
+    assert.equal(c.comment, 'decoded by tproxy from Content-Encoding gzip');
+    assert.equal(har.log.entries[0]!.response.bodySize, gz.length);
+    // A decoding that failed leaves the wire bytes (base64 here, as they are binary).
+    const failed = harItemFromDetail({
+      exchange: sampleExchange({ response: res }),
+      requestBody: '',
+      responseBody: gz.toString('base64'),
+      decodedResponseBody: { encoding: 'gzip', base64: '', size: 0, truncated: true, error: 'gzip decoding failed: unexpected end of file' },
+    });
+    const fc = harEntry(failed).response.content;
+    assert.equal(fc.encoding, 'base64');
+    assert.equal(fc.text, gz.toString('base64'));
+    assert.equal(fc.compression, undefined);
   });
 
   test('failed and in-flight exchanges still have every required field', () => {

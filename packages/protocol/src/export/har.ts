@@ -8,7 +8,7 @@
  * `harEntry` and `HAR_TAIL` build the same document piece by piece (head, entries joined by
  * commas, tail), so a writer holds one entry at a time. Nothing here fetches bodies or writes files.
  */
-import type { Exchange, Headers } from '../model/exchange.js';
+import type { DecodedBody, Exchange, ExchangeDetail, Headers } from '../model/exchange.js';
 
 /** UTF-8 text when the bytes are valid UTF-8 without NUL; otherwise null (binary). */
 function decodeText(bytes: Uint8Array): string | null {
@@ -38,6 +38,8 @@ export interface HarCookie {
 
 export interface HarContent {
   size: number;
+  /** Bytes saved by the Content-Encoding: decoded size minus the size on the wire. */
+  compression?: number;
   mimeType: string;
   text?: string;
   encoding?: 'base64';
@@ -96,6 +98,41 @@ export interface HarItem {
   readonly responseBody?: Uint8Array;
   /** Comment on a body that is absent although the exchange had one. Default `body not fetched`. */
   readonly missingBodyNote?: string;
+  /** The response body with its Content-Encoding undone (exchanges.get), used for `content.text` as HAR wants it. */
+  readonly decodedResponseBody?: HarDecodedBody;
+  /** The same for the request body (`postData.text`). */
+  readonly decodedRequestBody?: HarDecodedBody;
+}
+
+/** A body the helper decoded (see DecodedBodySchema), as bytes. */
+export interface HarDecodedBody {
+  readonly encoding: string;
+  readonly bytes: Uint8Array;
+  /** Not the whole decoded body (the capture or the decoding stopped early). */
+  readonly truncated: boolean;
+}
+
+function harDecoded(d: DecodedBody | undefined): HarDecodedBody | undefined {
+  // A failed decoding leaves the wire bytes as the best text there is.
+  return d && d.error === undefined ? { encoding: d.encoding, bytes: Buffer.from(d.base64, 'base64'), truncated: d.truncated } : undefined;
+}
+
+/** The HarItem for an `exchanges.get` result: bodies from base64, decoded bodies when the helper made them. */
+export function harItemFromDetail(d: ExchangeDetail): HarItem {
+  const decodedRequestBody = harDecoded(d.decodedRequestBody);
+  const decodedResponseBody = harDecoded(d.decodedResponseBody);
+  return {
+    exchange: d.exchange,
+    requestBody: Buffer.from(d.requestBody, 'base64'),
+    responseBody: Buffer.from(d.responseBody, 'base64'),
+    ...(decodedRequestBody ? { decodedRequestBody } : {}),
+    ...(decodedResponseBody ? { decodedResponseBody } : {}),
+  };
+}
+
+/** The comment on a decoded body: what was undone, and whether the text is all of it. */
+function decodedNote(d: HarDecodedBody): string {
+  return `decoded by tproxy from Content-Encoding ${d.encoding}${d.truncated ? '; the text is only the start of the body' : ''}`;
 }
 
 /** Who wrote the document: goes into `log.creator` and the log comment. */
@@ -201,8 +238,10 @@ export function harEntry(item: HarItem): HarEntry {
     _tls: ex.tls,
   };
   if (req.body.size > 0 || (item.requestBody?.length ?? 0) > 0) {
-    const body = item.requestBody ? bodyText(item.requestBody) : undefined;
-    const note = item.requestBody ? truncationNote(req.body.size, item.requestBody.length) : (item.missingBodyNote ?? 'body not fetched');
+    const decoded = item.decodedRequestBody;
+    const body = decoded ? bodyText(decoded.bytes) : item.requestBody ? bodyText(item.requestBody) : undefined;
+    const cut = item.requestBody ? truncationNote(req.body.size, item.requestBody.length) : (item.missingBodyNote ?? 'body not fetched');
+    const note = [cut, decoded ? decodedNote(decoded) : undefined].filter(Boolean).join('; ') || undefined;
     entry.request.postData = {
       mimeType: headerValue(req.headers, 'content-type') ?? '',
       text: body?.text ?? '',
@@ -211,11 +250,16 @@ export function harEntry(item: HarItem): HarEntry {
     };
   }
   if (res) {
-    const body = item.responseBody ? bodyText(item.responseBody) : undefined;
-    const note = item.responseBody ? truncationNote(res.body.size, item.responseBody.length) : res.body.size > 0 ? (item.missingBodyNote ?? 'body not fetched') : undefined;
+    // HAR's content.text is the decoded body; bodySize stays the size on the wire.
+    const decoded = item.decodedResponseBody;
+    const body = decoded ? bodyText(decoded.bytes) : item.responseBody ? bodyText(item.responseBody) : undefined;
+    const cut = item.responseBody ? truncationNote(res.body.size, item.responseBody.length) : res.body.size > 0 ? (item.missingBodyNote ?? 'body not fetched') : undefined;
+    const note = [cut, decoded ? decodedNote(decoded) : undefined].filter(Boolean).join('; ') || undefined;
+    const whole = decoded && !decoded.truncated && !res.body.truncated;
     entry.response.content = {
       ...entry.response.content,
-      size: item.responseBody?.length ?? 0,
+      size: decoded ? decoded.bytes.length : (item.responseBody?.length ?? 0),
+      ...(whole ? { compression: decoded.bytes.length - res.body.size } : {}),
       ...(body && body.text !== '' ? { text: body.text } : {}),
       ...(body?.base64 ? { encoding: 'base64' as const } : {}),
       ...(note ? { comment: note } : {}),

@@ -1,5 +1,6 @@
 /** `exchanges.*`: thin reads of the capture buffer, clearing it, exporting it, and per-connection subscriptions. */
 import { ErrorCode, RpcError, methods, notifications } from '@tproxy/protocol';
+import { decodeBody } from '../../capture/decode.js';
 import { writeExport } from '../../capture/export.js';
 import type { RpcConnectionHandle } from '../context.js';
 import { route } from '../dispatcher.js';
@@ -10,13 +11,24 @@ let nextExportId = 1;
 
 export const exchangeRoutes = [
   route(methods.exchangesList, (params, ctx) => ctx.services.store.list(params.limit, params.cursor, params.filter)),
-  route(methods.exchangesGet, (params, ctx) => {
+  route(methods.exchangesGet, async (params, ctx) => {
     const ex = ctx.services.store.get(params.id);
     if (!ex) throw new RpcError(ErrorCode.ExchangeNotFound, `no exchange ${params.id} in the buffer (never seen, or evicted)`);
+    const exchange = ex.snapshot();
+    const requestBody = ex.requestBody.bytes();
+    const responseBody = ex.responseBody.bytes();
+    // Decoded here, not in each client, so every client (the Python one too) shows the same text.
+    const decodedRequestBody = await decodeBody(requestBody, exchange.request.headers, exchange.request.body.truncated);
+    const res = exchange.response;
+    const decodedResponseBody = res ? await decodeBody(responseBody, res.headers, res.body.truncated) : undefined;
+    const sseEvents = ex.sseEvents();
     return {
-      exchange: ex.snapshot(),
-      requestBody: ex.requestBody.bytes().toString('base64'),
-      responseBody: ex.responseBody.bytes().toString('base64'),
+      exchange,
+      requestBody: requestBody.toString('base64'),
+      responseBody: responseBody.toString('base64'),
+      ...(decodedRequestBody ? { decodedRequestBody } : {}),
+      ...(decodedResponseBody ? { decodedResponseBody } : {}),
+      ...(sseEvents ? { sseEvents } : {}),
     };
   }),
   route(methods.exchangesSubscribe, (params, ctx) => {
