@@ -67,7 +67,30 @@ export function revertError(report: RevertReport): FirewallError | null {
   return new FirewallError('revert-failed', `reverting steering rules left ${failed.length} item(s) behind: ${failed.map((s) => `${s.step}: ${s.error ?? 'unknown'}`).join('; ')}`);
 }
 
-function stderrOf(err: unknown): string {
+/**
+ * Deletes every copy of one ip rule or route (both backends share these steps): repeats `del` while
+ * it succeeds, up to MAX_DELETES_PER_STEP, and reports `absent` when the first one finds nothing.
+ */
+export async function deleteRouteStep(exec: Exec, log: Logger, step: RouteStep): Promise<RevertStepResult> {
+  const [file, ...args] = step.del;
+  if (file === undefined) throw new Error('empty argv');
+  let count = 0;
+  while (count < MAX_DELETES_PER_STEP) {
+    try {
+      log.debug(`exec: ${step.del.join(' ')}`);
+      await exec.run(file, args, {});
+      count += 1;
+    } catch (err) {
+      if (err instanceof ExecError && err.code !== 'ENOENT' && ALREADY_GONE.test(err.stderr)) break;
+      return { step: step.label, outcome: 'failed', count, error: stderrOf(err) };
+    }
+  }
+  if (count === MAX_DELETES_PER_STEP) log.warn(`${step.label}: deleted ${count} copies and stopped; more may remain`);
+  return { step: step.label, outcome: count > 0 ? 'removed' : 'absent', count };
+}
+
+/** What a failed command said (its stderr), or that it is not installed. */
+export function stderrOf(err: unknown): string {
   if (err instanceof ExecError) {
     if (err.code === 'ENOENT') return `${err.argv[0]} is not installed (command not found)`;
     return err.stderr.trim() || err.message;
@@ -298,20 +321,7 @@ export class Steering {
     return new FirewallError(notInstalled(err) ?? 'apply-failed', message, { cause: err });
   }
 
-  private async deleteAll(step: RouteStep): Promise<RevertStepResult> {
-    let count = 0;
-    while (count < MAX_DELETES_PER_STEP) {
-      try {
-        await this.run(step.del);
-        count += 1;
-      } catch (err) {
-        if (err instanceof ExecError && err.code !== 'ENOENT' && ALREADY_GONE.test(err.stderr)) break;
-        return { step: step.label, outcome: 'failed', count, error: stderrOf(err) };
-      }
-    }
-    if (count === MAX_DELETES_PER_STEP) {
-      this.log.warn(`${step.label}: deleted ${count} copies and stopped; more may remain`);
-    }
-    return { step: step.label, outcome: count > 0 ? 'removed' : 'absent', count };
+  private deleteAll(step: RouteStep): Promise<RevertStepResult> {
+    return deleteRouteStep(this.exec, this.log, step);
   }
 }

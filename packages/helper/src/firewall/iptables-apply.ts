@@ -18,7 +18,7 @@
 import { ExecError } from '../exec.js';
 import type { Exec } from '../exec.js';
 import type { Logger } from '../log.js';
-import { MAX_DELETES_PER_STEP } from './apply.js';
+import { MAX_DELETES_PER_STEP, deleteRouteStep, stderrOf } from './apply.js';
 import type { RevertReport, RevertStepResult, VerifyResult } from './apply.js';
 import type { SteeringBackend } from './backend.js';
 import { collisionError, findCollisions, readCollisionState } from './collision.js';
@@ -82,19 +82,9 @@ const NO_TABLES = /Address family not supported|Protocol not supported|can't ini
 const SET_ABSENT = /does not exist/i;
 const SET_IN_USE = /in use by a kernel component/i;
 const SET_EXISTS = /already exists/i;
-/** Same as apply.ts: `del` of an object that is already gone. */
-const ALREADY_GONE = /No such file or directory|No such process|FIB table does not exist|Address family not supported/i;
 const ALREADY_EXISTS = /File exists/i;
 
 const FLAG: Record<IpFamily, string> = { ipv4: '-4', ipv6: '-6' };
-
-function describe(err: unknown): string {
-  if (err instanceof ExecError) {
-    if (err.code === 'ENOENT') return `${err.argv[0]} is not installed (command not found)`;
-    return err.stderr.trim() || err.message;
-  }
-  return err instanceof Error ? err.message : String(err);
-}
 
 function notFound(err: unknown): boolean {
   return err instanceof ExecError && err.code === 'ENOENT';
@@ -243,7 +233,7 @@ export class IptablesSteering implements SteeringBackend {
     try {
       await this.exec.run('ipset', ['restore', '-exist'], { input: renderIpsetHeartbeat(plan), timeoutMs: 5_000 });
     } catch (err) {
-      throw new FirewallError('heartbeat-failed', `refreshing ipset ${IPSET_NAME}: ${describe(err)}`, { cause: err });
+      throw new FirewallError('heartbeat-failed', `refreshing ipset ${IPSET_NAME}: ${stderrOf(err)}`, { cause: err });
     }
   }
 
@@ -261,7 +251,7 @@ export class IptablesSteering implements SteeringBackend {
       try {
         saved = (await this.exec.run(save, [], { timeoutMs: 5_000 })).stdout;
       } catch (err) {
-        missing.push(`${prefix} rules (cannot list them: ${describe(err)})`);
+        missing.push(`${prefix} rules (cannot list them: ${stderrOf(err)})`);
         continue;
       }
       const { chains, rules } = parseMangle(saved);
@@ -278,7 +268,7 @@ export class IptablesSteering implements SteeringBackend {
       const absent = plan.ports.filter((p) => !members.includes(p));
       if (absent.length > 0) missing.push(`ipset ${IPSET_NAME} element(s) ${absent.join(', ')}`);
     } catch (err) {
-      missing.push(err instanceof ExecError && SET_ABSENT.test(err.stderr) ? `ipset ${IPSET_NAME}` : `ipset ${IPSET_NAME} (cannot list it: ${describe(err)})`);
+      missing.push(err instanceof ExecError && SET_ABSENT.test(err.stderr) ? `ipset ${IPSET_NAME}` : `ipset ${IPSET_NAME} (cannot list it: ${stderrOf(err)})`);
     }
 
     for (const step of routeSteps(plan)) {
@@ -300,7 +290,7 @@ export class IptablesSteering implements SteeringBackend {
               );
         if (!present) missing.push(step.label);
       } catch (err) {
-        missing.push(`${step.label} (cannot list: ${describe(err)})`);
+        missing.push(`${step.label} (cannot list: ${stderrOf(err)})`);
       }
     }
     return { ok: missing.length === 0, missing };
@@ -321,14 +311,14 @@ export class IptablesSteering implements SteeringBackend {
       } catch (err) {
         // Without the binary or the family nothing of ours can be listed, let alone removed.
         if (notFound(err) || (err instanceof ExecError && NO_TABLES.test(err.stderr))) return { step, outcome: count > 0 ? 'removed' : 'absent', count };
-        return { step, outcome: 'failed', count, error: `listing: ${describe(err)}` };
+        return { step, outcome: 'failed', count, error: `listing: ${stderrOf(err)}` };
       }
       const revert = renderIptablesRevert(saved);
       if (!revert) return { step, outcome: count > 0 ? 'removed' : 'absent', count };
       try {
         await this.run([restore, '--noflush', '-w', LOCK_WAIT_SECONDS], revert.input);
       } catch (err) {
-        return { step, outcome: 'failed', count, error: describe(err) };
+        return { step, outcome: 'failed', count, error: stderrOf(err) };
       }
       count += revert.count;
     }
@@ -345,7 +335,7 @@ export class IptablesSteering implements SteeringBackend {
         return { step, outcome: 'removed', count: 1 };
       } catch (err) {
         if (notFound(err) || (err instanceof ExecError && SET_ABSENT.test(err.stderr))) return { step, outcome: 'absent', count: 0 };
-        last = describe(err);
+        last = stderrOf(err);
         if (!(err instanceof ExecError && SET_IN_USE.test(err.stderr))) break;
         if (attempt < IPSET_DESTROY_ATTEMPTS) await this.sleep(IPSET_RETRY_MS);
       }
@@ -358,19 +348,8 @@ export class IptablesSteering implements SteeringBackend {
     if (r.outcome === 'failed') throw new Error(r.error ?? 'failed');
   }
 
-  private async deleteAll(step: RouteStep): Promise<RevertStepResult> {
-    let count = 0;
-    while (count < MAX_DELETES_PER_STEP) {
-      try {
-        await this.run(step.del);
-        count += 1;
-      } catch (err) {
-        if (err instanceof ExecError && err.code !== 'ENOENT' && ALREADY_GONE.test(err.stderr)) break;
-        return { step: step.label, outcome: 'failed', count, error: describe(err) };
-      }
-    }
-    if (count === MAX_DELETES_PER_STEP) this.log.warn(`${step.label}: deleted ${count} copies and stopped; more may remain`);
-    return { step: step.label, outcome: count > 0 ? 'removed' : 'absent', count };
+  private deleteAll(step: RouteStep): Promise<RevertStepResult> {
+    return deleteRouteStep(this.exec, this.log, step);
   }
 
   private async run(argv: readonly string[], input?: string): Promise<void> {
@@ -396,13 +375,13 @@ export class IptablesSteering implements SteeringBackend {
       try {
         await step.run();
       } catch (undoErr) {
-        const msg = `${step.label}: ${describe(undoErr)}`;
+        const msg = `${step.label}: ${stderrOf(undoErr)}`;
         this.log.error(`rolling back after failed apply: removing ${msg}`);
         failures.push(msg);
       }
     }
     const tail = failures.length ? `; rollback also failed for ${failures.join('; ')}` : undo.length ? '; rolled back' : '';
-    const message = `${what}: ${describe(err)}${hint}${tail}`;
+    const message = `${what}: ${stderrOf(err)}${hint}${tail}`;
     this.log.error(message);
     return new FirewallError('apply-failed', message, { cause: err });
   }
