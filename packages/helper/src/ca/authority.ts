@@ -21,7 +21,7 @@ export interface CaAuthorityOptions {
 
 export class CaAuthority {
   private current: Promise<StoredCa> | null = null;
-  /** One RSA leaf key per helper run (mitmproxy, mockttp); it survives rotation, the CA signs anew. */
+  /** One leaf key per helper run (ECDSA P-256 by default, TPROXY_LEAF_KEY=rsa-2048 for RSA; as mitmproxy, mockttp); it survives rotation, the CA signs anew. */
   private leafKey: Promise<LeafKey> | null = null;
   private certs: LeafCache | null = null;
 
