@@ -7,14 +7,14 @@
  * never touch the host's own network namespace. Not imported by the helper.
  */
 import { closeSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import type { Server } from 'node:net';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { CaptureStartParamsSchema } from '@tproxy/protocol';
 import type { CaptureStartParams } from '@tproxy/protocol';
 import { ExecError, realExec } from '../exec.js';
 import type { Exec } from '../exec.js';
 import { createLogger } from '../log.js';
+import { loadAddon, sh, tryConnect, type TrafficNative } from './netns-child-support.js';
 import type { RevertReport, VerifyResult } from './apply.js';
 import { IPTABLES_BINARIES, IptablesSteering } from './iptables-apply.js';
 import type { IptablesFlavour } from './iptables-apply.js';
@@ -64,14 +64,6 @@ export interface Result {
 
 const log = createLogger('iptables-netns-child', 'debug');
 
-async function sh(file: string, ...args: string[]): Promise<string> {
-  try {
-    return (await realExec.run(file, args)).stdout;
-  } catch (err) {
-    return `ERROR: ${err instanceof ExecError ? err.stderr.trim() : String(err)}`;
-  }
-}
-
 async function snapshot(flavour: IptablesFlavour, table: number): Promise<Snapshot> {
   const bins = IPTABLES_BINARIES[flavour];
   return {
@@ -95,48 +87,6 @@ function failingIpv6Load(flavour: IptablesFlavour, stderr: string): Exec {
       return realExec.run(file, args, options);
     },
   };
-}
-
-/** Resolves 'connected', a Node error code, or 'timeout'; never hangs longer than timeoutMs. */
-function tryConnect(host: string, port: number, timeoutMs: number): Promise<string> {
-  return new Promise((resolve) => {
-    const s = createConnection({ host, port });
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve('timeout');
-    }, timeoutMs);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve('connected');
-    });
-    s.once('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      resolve(err.code ?? err.message);
-    });
-  });
-}
-
-interface TrafficNative {
-  createTransparentListener(ip: string, port: number): number;
-  connectMarked(ip: string, port: number, mark: number, timeoutMs: number): Promise<number>;
-}
-type LoadNative = () => { native: TrafficNative | null; reason?: string };
-
-/** The addon's front door: the built package, else its TypeScript source through tsx. */
-async function loadAddon(): Promise<{ native: TrafficNative | null; reason?: string }> {
-  const candidates = ['@tproxy/native', pathToFileURL(fileURLToPath(new URL('../../../../native/lib/index.ts', import.meta.url))).href];
-  const reasons: string[] = [];
-  for (const spec of candidates) {
-    try {
-      const mod = (await import(spec)) as { loadNative?: LoadNative };
-      if (typeof mod.loadNative === 'function') return mod.loadNative();
-      reasons.push(`${spec}: no loadNative export`);
-    } catch (err) {
-      reasons.push(`${spec}: ${err instanceof Error ? err.message : String(err)}`);
-    }
-  }
-  return { native: null, reason: reasons.join('; ') };
 }
 
 /** Transparent listeners for the plan's families; each accepted socket's local address lands in `seen`. */

@@ -8,16 +8,15 @@
  * the host's own network namespace. Not imported by the helper.
  */
 import { spawn } from 'node:child_process';
-import { createConnection } from 'node:net';
 import type { Server } from 'node:net';
 import { createServer } from 'node:net';
 import { closeSync } from 'node:fs';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { CaptureStartParamsSchema, ERROR_CODE_NAMES } from '@tproxy/protocol';
 import type { CaptureStartParams } from '@tproxy/protocol';
 import { ExecError, realExec } from '../exec.js';
 import type { Exec } from '../exec.js';
 import { createLogger } from '../log.js';
+import { loadAddon, sh, tryConnect } from './netns-child-support.js';
 import { toRpcError } from '../rpc/errors.js';
 import { Steering } from './apply.js';
 import type { RevertReport, VerifyResult } from './apply.js';
@@ -78,14 +77,6 @@ export interface Result {
 
 const log = createLogger('netns-child', 'debug');
 
-async function sh(file: string, ...args: string[]): Promise<string> {
-  try {
-    return (await realExec.run(file, args)).stdout;
-  } catch (err) {
-    return `ERROR: ${err instanceof ExecError ? err.stderr.trim() : String(err)}`;
-  }
-}
-
 async function snapshot(table: number): Promise<Snapshot> {
   return {
     ruleset: await sh('nft', 'list', 'ruleset'),
@@ -105,26 +96,6 @@ function failingNft(stderr: string): Exec {
       return realExec.run(file, args, options);
     },
   };
-}
-
-/** Resolves 'connected', a Node error code, or 'timeout'; never hangs longer than timeoutMs. */
-function tryConnect(host: string, port: number, timeoutMs: number): Promise<string> {
-  return new Promise((resolve) => {
-    const s = createConnection({ host, port });
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve('timeout');
-    }, timeoutMs);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve('connected');
-    });
-    s.once('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      resolve(err.code ?? err.message);
-    });
-  });
 }
 
 /** Connects to 203.0.113.7:443 from a node process and prints connected / timeout / the error code. */
@@ -152,33 +123,6 @@ function runProbe(probe: Probe): Promise<string> {
     child.on('error', (e) => resolve(`spawn failed: ${e.message}`));
     child.on('close', (code) => resolve(out.trim() || `exit ${code}: ${err.trim()}`));
   });
-}
-
-/** The two addon calls the traffic check needs (see native/lib/index.ts NativeNet). */
-interface TrafficNative {
-  createTransparentListener(ip: string, port: number): number;
-  connectMarked(ip: string, port: number, mark: number, timeoutMs: number): Promise<number>;
-}
-type LoadNative = () => { native: TrafficNative | null; reason?: string };
-
-/**
- * The addon's front door: the built package when it exports loadNative, else its TypeScript source
- * through tsx (the package's dist can lag behind while native/ is being developed). Any failure
- * just skips the traffic check, with the reason.
- */
-async function loadAddon(): Promise<{ native: TrafficNative | null; reason?: string }> {
-  const candidates = ['@tproxy/native', pathToFileURL(fileURLToPath(new URL('../../../../native/lib/index.ts', import.meta.url))).href];
-  const reasons: string[] = [];
-  for (const spec of candidates) {
-    try {
-      const mod = (await import(spec)) as { loadNative?: LoadNative };
-      if (typeof mod.loadNative === 'function') return mod.loadNative();
-      reasons.push(`${spec}: no loadNative export`);
-    } catch (err) {
-      reasons.push(`${spec}: ${err instanceof Error ? err.message : String(err)}`);
-    }
-  }
-  return { native: null, reason: reasons.join('; ') };
 }
 
 /**
