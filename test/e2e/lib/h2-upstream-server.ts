@@ -10,6 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { H2_GRPC_PORT, startH2UpstreamServer } from './h2-upstream-app.js';
+import { serveUntilStopped } from './serve-until-stopped.js';
 
 function usage(message: string): never {
   console.error(`h2-upstream-server: ${message}\nusage: h2-upstream-server --cert FILE --key FILE --host ADDR [--host ADDR ...] [--port N] [--grpc-port N]`);
@@ -48,27 +49,7 @@ try {
     grpcPort,
     log: (line) => console.log(line),
   });
-  console.log(`listening ${server.listening.join(' ')}`);
-  const stop = (signal: NodeJS.Signals) => {
-    console.log(`${signal}: closing`);
-    server.close().then(
-      () => process.exit(0),
-      (err: Error) => {
-        console.error(`close failed: ${err.message}`);
-        process.exit(1);
-      },
-    );
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
-  // Orphaned (the harness was SIGKILLed): nobody would stop us and we would pin the namespace.
-  const parent = process.ppid;
-  setInterval(() => {
-    if (process.ppid !== parent) {
-      console.log(`parent ${parent} is gone: exiting`);
-      process.exit(0);
-    }
-  }, 1000).unref();
+  serveUntilStopped(server);
 } catch (err) {
   console.error(`h2-upstream-server: ${(err as Error).message}`);
   process.exit(1);

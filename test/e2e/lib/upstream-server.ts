@@ -12,6 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { startUpstreamServer } from './upstream-app.js';
+import { serveUntilStopped } from './serve-until-stopped.js';
 
 function usage(message: string): never {
   console.error(`upstream-server: ${message}\nusage: upstream-server --cert FILE --key FILE --host ADDR [--host ADDR ...] [--port N]`);
@@ -48,28 +49,7 @@ try {
     log: (line) => console.log(line),
     ...(args.alpn ? { alpn: args.alpn === 'none' ? [] : args.alpn.split(',') } : {}),
   });
-  console.log(`listening ${server.listening.join(' ')}`);
-  const stop = (signal: NodeJS.Signals) => {
-    console.log(`${signal}: closing`);
-    server.close().then(
-      () => process.exit(0),
-      (err: Error) => {
-        console.error(`close failed: ${err.message}`);
-        process.exit(1);
-      },
-    );
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
-  // Orphaned (the harness was SIGKILLed before it could stop us): nobody will ever stop us, and we
-  // would pin the namespace, so leave. There is no PR_SET_PDEATHSIG in Node; poll instead.
-  const parent = process.ppid;
-  setInterval(() => {
-    if (process.ppid !== parent) {
-      console.log(`parent ${parent} is gone: exiting`);
-      process.exit(0);
-    }
-  }, 1000).unref();
+  serveUntilStopped(server);
 } catch (err) {
   console.error(`upstream-server: ${(err as Error).message}`);
   process.exit(1);
