@@ -22,6 +22,7 @@ import { dialH2, H2SessionPool, UpstreamNotH2Error, type H2Dialer } from './h2-p
 import { requestUrl } from './headers.js';
 import type { ConnectionInfo } from './http-proxy.js';
 import type { UpstreamOptions, UpstreamTarget } from './upstream.js';
+import { recordExchange } from './exchange-record.js';
 
 export type H2Limits = Pick<EngineLimits, 'h2MaxConcurrentStreams' | 'maxHeaderBytes' | 'maxHeaderCount' | 'clientIdleTimeoutSeconds' | 'upstreamIdleTimeoutSeconds'>;
 
@@ -137,19 +138,7 @@ export class H2Proxy {
       bodyCaptureLimit,
       streamId: stream.id,
     });
-    store.add(ex);
-    // An open event stream is announced as it goes (throttled), not only at completion.
-    ex.onSseProgress(() => store.update(ex));
-    this.attachLateProcess(ex, info);
-
-    const finish = (error?: ExchangeError) => {
-      if (ex.finished) return;
-      if (error) ex.fail(error);
-      else ex.complete();
-      const lookup = info.process;
-      if (lookup && !lookup.settled) void lookup.done.then(() => store.finish(ex));
-      else store.finish(ex);
-    };
+    const finish = recordExchange(store, ex, info.process);
 
     let clientTrailers: string[] | undefined;
     stream.on('trailers', (_h: unknown, _f: number, rawTrailers: string[]) => {
@@ -314,17 +303,6 @@ export class H2Proxy {
     stream.respond({ ':status': status, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
     stream.end(body);
     this.answered.add(stream);
-  }
-
-  /** As http-proxy.ts: attribution that settles after the exchange was recorded is added when it does. */
-  private attachLateProcess(ex: LiveExchange, info: ConnectionInfo): void {
-    const lookup = info.process;
-    if (!lookup || lookup.settled) return;
-    void lookup.done.then((process) => {
-      if (!process) return;
-      ex.setProcess(process);
-      if (!ex.finished) this.opts.store.update(ex);
-    });
   }
 
   /** Destroys every client session and every pooled upstream session. */

@@ -20,6 +20,7 @@ import { rawToPairs, requestUrl, stripHopByHop } from './headers.js';
 import { checkRequestHead, tooManyResponseHeaders } from './request-guard.js';
 import { rawReply, relayUpgrade, upgradeRequestHeaders } from './upgrade-relay.js';
 import type { UpstreamPool, UpstreamTarget } from './upstream.js';
+import { recordExchange } from './exchange-record.js';
 
 /** What the engine learnt about a decrypted connection before HTTP started. */
 export interface ConnectionInfo {
@@ -258,39 +259,10 @@ export class HttpProxy {
       headers: maskRawHeaders(req.rawHeaders),
       bodyCaptureLimit,
     });
-    store.add(ex);
-    // An event stream's new events reach subscribers while it is open (throttled by the exchange).
-    ex.onSseProgress(() => store.update(ex));
-    this.attachLateProcess(ex, info);
+    const finish = recordExchange(store, ex, info.process);
     const target = { address: info.server.address, port: info.server.port, serverName: info.tls.sni };
-    const finish = (error?: ExchangeError) => {
-      if (ex.finished) return;
-      if (error) ex.fail(error);
-      else ex.complete();
-      // The end time is taken now; `completed` is announced once attribution has settled (bounded
-      // by its budget), so subscribers see started → updated* → completed, process included.
-      const lookup = info.process;
-      if (lookup && !lookup.settled) void lookup.done.then(() => store.finish(ex));
-      else store.finish(ex);
-    };
     this.current.set(req.socket, { ex, finish });
     return { ex, finish, target };
-  }
-
-  /**
-   * Attribution normally settles during the TLS handshake; when it has not yet, the exchange is
-   * recorded at once (the relay never waits for it) and gets the process when the lookup ends:
-   * announced as an update while in flight, or in the (deferred) completion otherwise. Registered
-   * before `finish` can chain on the same promise, so the process is set first.
-   */
-  private attachLateProcess(ex: LiveExchange, info: ConnectionInfo): void {
-    const lookup = info.process;
-    if (!lookup || lookup.settled) return;
-    void lookup.done.then((process) => {
-      if (!process) return;
-      ex.setProcess(process);
-      if (!ex.finished) this.opts.store.update(ex);
-    });
   }
 
   /**
