@@ -5,6 +5,8 @@
  * settled (bounded by its budget), so subscribers see started → updated* → completed with the
  * process included.
  */
+import type http from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import type { ExchangeError } from '@tproxy/protocol';
 import type { LiveExchange } from '../capture/live-exchange.js';
 import type { ExchangeStore } from '../capture/store.js';
@@ -31,4 +33,19 @@ export function recordExchange(store: ExchangeStore, ex: LiveExchange, lookup: P
     if (lookup && !lookup.settled) void lookup.done.then(() => store.finish(ex));
     else store.finish(ex);
   };
+}
+
+/**
+ * Records when the upstream request got a ready socket and its TLS version. Pooled sockets are
+ * ready at once; new ones only reach the request after the TLS verification.
+ */
+export function recordUpstreamSocket(ex: LiveExchange, upReq: http.ClientRequest): void {
+  upReq.on('socket', (socket) => {
+    const onReady = () => {
+      ex.markUpstreamConnected();
+      ex.setTlsUpstreamVersion((socket as TLSSocket).getProtocol?.() ?? undefined);
+    };
+    if (socket.connecting) socket.once('connect', onReady);
+    else onReady();
+  });
 }

@@ -8,7 +8,6 @@
  */
 import http from 'node:http';
 import type net from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import { ENGINE_LIMIT_DEFAULTS, type EngineLimits, type Endpoint, type ExchangeError, type TlsInfo } from '@tproxy/protocol';
 import { LiveExchange } from '../capture/live-exchange.js';
 import { maskRawHeaders } from '../capture/mask.js';
@@ -20,7 +19,7 @@ import { rawToPairs, requestUrl, stripHopByHop } from './headers.js';
 import { checkRequestHead, tooManyResponseHeaders } from './request-guard.js';
 import { rawReply, relayUpgrade, upgradeRequestHeaders } from './upgrade-relay.js';
 import type { UpstreamPool, UpstreamTarget } from './upstream.js';
-import { recordExchange } from './exchange-record.js';
+import { recordExchange, recordUpstreamSocket } from './exchange-record.js';
 
 /** What the engine learnt about a decrypted connection before HTTP started. */
 export interface ConnectionInfo {
@@ -300,15 +299,7 @@ export class HttpProxy {
     upReq.maxHeadersCount = this.limits.maxHeaderCount + 1;
     if (req.headers.expect?.toLowerCase() === '100-continue') upReq.flushHeaders();
 
-    upReq.on('socket', (socket) => {
-      const onReady = () => {
-        ex.markUpstreamConnected();
-        ex.setTlsUpstreamVersion((socket as TLSSocket).getProtocol?.() ?? undefined);
-      };
-      // Pooled sockets are ready at once; new ones only reach us after the TLS verification.
-      if (socket.connecting) socket.once('connect', onReady);
-      else onReady();
-    });
+    recordUpstreamSocket(ex, upReq);
     const stall = this.watchBodyStall(req, () => {
       upReq.destroy();
       const message = `the request body stalled: nothing arrived for ${this.limits.clientIdleTimeoutSeconds}s`;

@@ -7,12 +7,12 @@
  */
 import type http from 'node:http';
 import type net from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import type { ExchangeError } from '@tproxy/protocol';
 import type { LiveExchange } from '../capture/live-exchange.js';
 import { maskRawHeaders } from '../capture/mask.js';
 import type { ExchangeStore } from '../capture/store.js';
 import { classifyUpstreamError } from './errors.js';
+import { recordUpstreamSocket } from './exchange-record.js';
 import { stripHopByHop } from './headers.js';
 import { tooManyResponseHeaders } from './request-guard.js';
 import type { UpstreamTarget } from './upstream.js';
@@ -87,14 +87,7 @@ export function relayUpgrade(r: UpgradeRelay): void {
     }
   };
 
-  upReq.on('socket', (socket) => {
-    const onReady = () => {
-      ex.markUpstreamConnected();
-      ex.setTlsUpstreamVersion((socket as TLSSocket).getProtocol?.() ?? undefined);
-    };
-    if (socket.connecting) socket.once('connect', onReady);
-    else onReady();
-  });
+  recordUpstreamSocket(ex, upReq);
   upReq.on('error', (err) => {
     if (!joined) fail(502, 'Bad Gateway', classifyUpstreamError(err, r.target, ex.hasResponse));
   });
