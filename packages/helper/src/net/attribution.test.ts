@@ -4,7 +4,9 @@
  * socket in this very process against the real /proc. No root needed.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { constants } from 'node:fs';
+import { mkdir, mkdtemp, open, rm, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -135,7 +137,9 @@ describe('ProcessAttributor against a fake /proc', () => {
     assert.deepEqual(await a.lookup(client, server), { pid: 4321, uid: 1000, user: 'alice', command: '/usr/bin/curl -s https://example.com/' });
     assert.equal(a.stats.scans, 1);
     assert.equal(a.stats.inodeHits, 1);
-    assert.equal(a.stats.commandHits, 1);
+    // cmdline read once, during the scan that found the holder; both lookups then use that read.
+    assert.equal(a.stats.commandReads, 1);
+    assert.equal(a.stats.commandHits, 2);
   });
 
   test('a stale inode cache entry (fd reused) is dropped and the socket found again', async () => {
@@ -165,6 +169,26 @@ describe('ProcessAttributor against a fake /proc', () => {
     now += 600;
     assert.equal((await a.lookup(client, server))?.command, 'exec-ed');
     await rm(join(proc.root, '500'), { recursive: true });
+  });
+
+  test('a client that exits right after its socket was seen keeps its command line, not a zombie\'s [comm]', async (t) => {
+    await proc.tables([V4_ROW]);
+    await proc.process(4500, 'curl\0-s\0https://example.com/\0', ['socket:[424242]'], 'curl\n');
+    // /etc/passwd as a FIFO holds the user-name read open, so the lookup cannot finish before the
+    // "exit" below: only a command line read as soon as the holder was seen survives it.
+    const fifo = join(proc.root, 'passwd-fifo');
+    execFileSync('mkfifo', [fifo]);
+    // Non-blocking open: it fails (ENXIO) once no reader is left, instead of hanging the file.
+    const release = () => open(fifo, constants.O_WRONLY | constants.O_NONBLOCK).then(async (h) => (await h.write('root:x:0:0::/root:/bin/sh\n'), h.close()), () => undefined);
+    t.after(async () => (await release(), await rm(fifo, { force: true })));
+    const a = new ProcessAttributor({ procRoot: proc.root, passwdPath: fifo, byteOrder: 'LE' });
+    const pending = a.lookup(client, server);
+    for (let i = 0; i < 500 && a.stats.commandReads === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(a.stats.commandReads, 1, 'the command line was read while the user name was still pending');
+    await writeFile(join(proc.root, '4500', 'cmdline'), ''); // curl exited: a zombie's cmdline reads empty
+    await release();
+    assert.deepEqual(await pending, { pid: 4500, uid: 1000, command: 'curl -s https://example.com/' });
+    await rm(join(proc.root, '4500'), { recursive: true });
   });
 
   test('v6 and dual-stack v4-mapped sockets are found in tcp6', async () => {

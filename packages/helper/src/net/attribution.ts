@@ -198,6 +198,8 @@ export interface AttributionStats {
   fdsRead: number;
   inodeHits: number;
   commandHits: number;
+  /** Reads of /proc/<pid>/cmdline. */
+  commandReads: number;
 }
 
 function setBounded<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
@@ -207,7 +209,7 @@ function setBounded<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
 }
 
 export class ProcessAttributor {
-  readonly stats: AttributionStats = { lookups: 0, scans: 0, fdsRead: 0, inodeHits: 0, commandHits: 0 };
+  readonly stats: AttributionStats = { lookups: 0, scans: 0, fdsRead: 0, inodeHits: 0, commandHits: 0, commandReads: 0 };
   private readonly root: string;
   private readonly opts: Required<Omit<AttributionOptions, 'procRoot'>>;
   private readonly holders = new Map<number, Holder>();
@@ -243,8 +245,11 @@ export class ProcessAttributor {
     try {
       const entry = await this.socketEntry(local, remote);
       if (!entry) return undefined;
-      const [pid, user] = await Promise.all([entry.inode ? this.pidFor(entry.inode, deadline) : undefined, this.userName(entry.uid)]);
-      const command = pid !== undefined ? await this.command(pid) : undefined;
+      // The command line is read as soon as the pid is known, not after the user name.
+      const found = entry.inode ? this.pidFor(entry.inode, deadline).then(async (pid) => (pid === undefined ? undefined : { pid, command: await this.command(pid) })) : undefined;
+      const [holder, user] = await Promise.all([found, this.userName(entry.uid)]);
+      const pid = holder?.pid;
+      const command = holder?.command;
       return {
         ...(pid !== undefined ? { pid } : {}),
         uid: entry.uid,
@@ -336,7 +341,12 @@ export class ProcessAttributor {
           read++;
           this.stats.fdsRead++;
           const m = SOCKET_LINK.exec(await readlink(join(dir, fd)).catch(() => ''));
-          if (m) setBounded(this.holders, Number(m[1]), { pid, fd }, MAX_INODES);
+          if (!m) continue;
+          const inode = Number(m[1]);
+          setBounded(this.holders, inode, { pid, fd }, MAX_INODES);
+          // Read the command line now, while the holder is known to be alive: a short-lived client
+          // (curl) can exit before the lookup gets to it, and a zombie's cmdline reads empty.
+          if (this.wanted.has(inode)) await this.command(pid);
         }
       }
     };
@@ -351,6 +361,7 @@ export class ProcessAttributor {
       return hit.command;
     }
     const dir = join(this.root, String(pid));
+    this.stats.commandReads++;
     let command: string | undefined = formatCmdline(await readFile(join(dir, 'cmdline')).catch(() => Buffer.alloc(0)));
     if (!command) {
       // Kernel threads and zombies have an empty cmdline; ps shows their comm in brackets.
