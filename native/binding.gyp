@@ -4,7 +4,7 @@
     "sources": ["src/addon.cc"],
     "conditions": [
       ["OS=='linux'", {
-        "sources": ["src/listener.cc", "src/connect.cc", "src/sockopt.cc", "src/peercred.cc"]
+        "sources": ["src/listener.cc", "src/connect.cc", "src/sockopt.cc", "src/peercred.cc", "src/sockdiag.cc"]
       }]
     ],
     "include_dirs": ["<!@(node -p \"require('node-addon-api').include\")"],

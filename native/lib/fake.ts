@@ -3,7 +3,7 @@
 // marks in a map, and answers getPeerCredentials from configuration. It cannot mint real
 // transparent or marked sockets, so createTransparentListener and connectMarked fail with ENOSYS
 // unless the test supplies an implementation. It never touches the kernel.
-import type { NativeNet, PeerCredentials } from './index.js';
+import type { NativeNet, PeerCredentials, TcpSocketInfo } from './index.js';
 import { errnoError } from './errors.js';
 
 /** One recorded call, in order. */
@@ -19,6 +19,8 @@ export interface FakeNativeNetOptions {
   createTransparentListener?: (ip: string, port: number, backlog: number) => number;
   /** Runs after validation; default rejects with ENOSYS ("connect"). */
   connectMarked?: (ip: string, port: number, mark: number, timeoutMs: number) => Promise<number>;
+  /** Runs after validation; default answers null (no such socket). */
+  findTcpSocket?: (localIp: string, localPort: number, remoteIp: string, remotePort: number) => TcpSocketInfo | null;
 }
 
 export interface FakeNativeNet extends NativeNet {
@@ -53,8 +55,8 @@ function integer(fn: string, name: string, value: unknown, min: number, max: num
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const IPV6 = /^[0-9a-fA-F:.]+$/;
 
-function ipString(fn: string, value: unknown): string {
-  if (typeof value !== 'string') throw new TypeError(`${fn}: ip must be a string, got ${describe(value)}`);
+function ipString(fn: string, value: unknown, name = 'ip'): string {
+  if (typeof value !== 'string') throw new TypeError(`${fn}: ${name} must be a string, got ${describe(value)}`);
   return value;
 }
 
@@ -126,6 +128,21 @@ export function createFakeNativeNet(options: FakeNativeNetOptions = {}): FakeNat
       const creds = options.peerCredentials;
       if (typeof creds === 'function') return creds(fd);
       return creds ?? { pid: process.pid, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+    },
+
+    findTcpSocket(localIp: string, localPort: number, remoteIp: string, remotePort: number): TcpSocketInfo | null {
+      const fn = 'findTcpSocket';
+      record(fn, [localIp, localPort, remoteIp, remotePort]);
+      ipString(fn, localIp, 'localIp');
+      integer(fn, 'localPort', localPort, 1, 65535);
+      ipString(fn, remoteIp, 'remoteIp');
+      integer(fn, 'remotePort', remotePort, 1, 65535);
+      ipLiteral(fn, localIp);
+      ipLiteral(fn, remoteIp);
+      if (localIp.includes(':') !== remoteIp.includes(':')) {
+        throw new TypeError(`${fn}: localIp and remoteIp must be the same family, got ${endpoint(localIp, localPort)} and ${endpoint(remoteIp, remotePort)}`);
+      }
+      return options.findTcpSocket ? options.findTcpSocket(localIp, localPort, remoteIp, remotePort) : null;
     },
   };
 }

@@ -73,6 +73,28 @@ export interface NativeNet {
    *   placeholders for TCP too); ErrnoError EBADF / ENOTSOCK.
    */
   getPeerCredentials(fd: number): PeerCredentials;
+
+  /**
+   * One sock_diag (inet_diag) query for the TCP socket whose local end is `localIp:localPort` and
+   * remote end `remoteIp:remotePort`, in the caller's network namespace: its owner and inode, the
+   * two facts process attribution needs, without reading /proc/net/tcp{,6}. A v4 4-tuple also
+   * finds a dual-stack v6 socket using those v4 addresses. Synchronous (the kernel answers in the
+   * send call).
+   * @returns null when no such socket exists (it closed already).
+   * @throws TypeError for bad arguments or mixed families; ErrnoError when the kernel lacks
+   *   sock_diag for TCP (tcp_diag) or refuses the query.
+   */
+  findTcpSocket(localIp: string, localPort: number, remoteIp: string, remotePort: number): TcpSocketInfo | null;
+}
+
+/** What sock_diag reports of one TCP socket. */
+export interface TcpSocketInfo {
+  /** Owner uid (the creating process's fsuid, as in /proc/net/tcp). */
+  uid: number;
+  /** Socket inode: `socket:[inode]` among /proc/<pid>/fd/* names the process holding it; 0 for TIME_WAIT. */
+  inode: number;
+  /** TCP state as the kernel numbers it (1 ESTABLISHED, ...). */
+  state: number;
 }
 
 /** What loadNative() found. */
@@ -107,6 +129,7 @@ const NATIVE_METHODS = [
   'setSocketMark',
   'getSocketMark',
   'getPeerCredentials',
+  'findTcpSocket',
 ] as const satisfies readonly (keyof NativeNet)[];
 
 // This module runs compiled from dist/lib/ and, under tsx, from lib/; both sit under the package

@@ -14,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tproxy::RegisterConnect(env, exports);
   tproxy::RegisterSockopt(env, exports);
   tproxy::RegisterPeercred(env, exports);
+  tproxy::RegisterSockdiag(env, exports);
 #endif
   return exports;
 }

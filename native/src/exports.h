@@ -9,5 +9,6 @@ void RegisterListener(Napi::Env env, Napi::Object exports);
 void RegisterConnect(Napi::Env env, Napi::Object exports);
 void RegisterSockopt(Napi::Env env, Napi::Object exports);
 void RegisterPeercred(Napi::Env env, Napi::Object exports);
+void RegisterSockdiag(Napi::Env env, Napi::Object exports);
 
 }  // namespace tproxy

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, openSync, closeSync, rmSync } from 'node:fs';
+import { mkdtempSync, openSync, closeSync, readlinkSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { constants, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -59,6 +59,10 @@ const BAD_CALLS: [string, Call, RegExp][] = [
   ['setSocketMark mark a bigint', (n) => n.setSocketMark(3, 1n as unknown as number), /mark must be a number, got a bigint/],
   ['getSocketMark fd a string', (n) => n.getSocketMark('3' as unknown as number), /fd must be a number, got "3"/],
   ['getPeerCredentials no fd', (n) => (n.getPeerCredentials as (fd?: number) => unknown)(), /fd must be a number, got undefined/],
+  ['findTcpSocket localIp not a string', (n) => n.findTcpSocket(1 as unknown as string, 1, '127.0.0.1', 2), /localIp must be a string, got 1/],
+  ['findTcpSocket remotePort 0', (n) => n.findTcpSocket('127.0.0.1', 1, '127.0.0.1', 0), /remotePort must be an integer in \[1, 65535\], got 0/],
+  ['findTcpSocket a name', (n) => n.findTcpSocket('127.0.0.1', 1, 'localhost', 2), /IPv4 or IPv6 literal, got "localhost"/],
+  ['findTcpSocket mixed families', (n) => n.findTcpSocket('127.0.0.1', 1, '::1', 2), /same family/],
 ];
 
 for (const [name, impl, skip] of [
@@ -87,7 +91,7 @@ const CAP_NONE = 'Name:\tnode\nCapEff:\t0000000000000000\n';
 
 function environment(overrides: Partial<NativeEnvironment>): NativeEnvironment {
   const fullNative = Object.fromEntries(
-    ['createTransparentListener', 'connectMarked', 'setSocketMark', 'getSocketMark', 'getPeerCredentials'].map((k) => [k, () => 0]),
+    ['createTransparentListener', 'connectMarked', 'setSocketMark', 'getSocketMark', 'getPeerCredentials', 'findTcpSocket'].map((k) => [k, () => 0]),
   );
   return {
     platform: 'linux',
@@ -132,7 +136,7 @@ describe('probeNative / loadNative', () => {
   it('refuses a stale build that lacks exports', () => {
     const result = probeNative(environment({ load: () => ({ getPeerCredentials: () => 0 }) }));
     assert.equal(result.native, null);
-    assert.match(result.reason ?? '', /lacks createTransparentListener, connectMarked, setSocketMark, getSocketMark \(stale build/);
+    assert.match(result.reason ?? '', /lacks createTransparentListener, connectMarked, setSocketMark, getSocketMark, findTcpSocket \(stale build/);
   });
 
   it('loads but withholds capture without CAP_NET_ADMIN', () => {
@@ -322,6 +326,46 @@ describe('getPeerCredentials', { skip: notLoaded }, () => {
       server.close();
     }
   });
+});
+
+// ---------------------------------------------------------------------------------------------
+// sock_diag over real loopback sockets (needs no privilege).
+
+describe('findTcpSocket', { skip: notLoaded }, () => {
+  for (const host of ['127.0.0.1', '::1']) {
+    it(`finds the client socket of a ${host} connection with its uid and inode, and null once it is gone`, async () => {
+      assert.ok(real);
+      const server = net.createServer();
+      server.listen(0, host);
+      await once(server, 'listening');
+      try {
+        const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+        const client = net.connect((server.address() as net.AddressInfo).port, host);
+        await once(client, 'connect');
+        const [inbound] = await accepted;
+        // Seen from the accepting side, as the engine sees an intercepted connection.
+        const local = [inbound.remoteAddress!, inbound.remotePort!] as const;
+        const remote = [inbound.localAddress!, inbound.localPort!] as const;
+        const found = real.findTcpSocket(local[0], local[1], remote[0], remote[1]);
+        assert.ok(found, 'the client socket is found');
+        assert.equal(found.uid, process.getuid?.());
+        assert.equal(found.state, 1, 'ESTABLISHED');
+        const fd = socketFd(client);
+        assert.equal(readlinkSync(`/proc/self/fd/${fd}`), `socket:[${found.inode}]`, 'the inode is that of the client socket');
+        // The mirror 4-tuple is the accepted socket, a different inode.
+        const mirror = real.findTcpSocket(remote[0], remote[1], local[0], local[1]);
+        assert.equal(readlinkSync(`/proc/self/fd/${socketFd(inbound)}`), `socket:[${mirror?.inode}]`);
+        client.destroy();
+        inbound.destroy();
+        await once(client, 'close');
+        const after = real.findTcpSocket(local[0], local[1], remote[0], remote[1]);
+        assert.ok(after === null || after.inode === 0, `gone or TIME_WAIT, got ${JSON.stringify(after)}`);
+        assert.equal(real.findTcpSocket(host, 1, host, 1), null, 'no such socket');
+      } finally {
+        server.close();
+      }
+    });
+  }
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import { routeSteps } from '../firewall/routing.js';
 import { clearRecord, readRecord, updateRecord, type AppliedRecord } from '../firewall/record.js';
 import type { Logger } from '../log.js';
 import { closeListener, openTransparentListener, type TransparentListener } from '../net/listener.js';
+import { ProcessAttributor } from '../net/attribution.js';
 import { markedConnector } from '../net/upstream-socket.js';
 import type { TrustStore } from '../trust/linux.js';
 import { TrustManager, type TrustState } from '../trust/manager.js';
@@ -170,6 +171,7 @@ export class CaptureService {
       log: log.child('engine'),
       handshakeTimeoutMs: config.limits.handshakeTimeoutSeconds * 1000,
       maxConnectionsPerProcess: config.limits.maxConnectionsPerProcess,
+      attribution: new ProcessAttributor({ socketTable: (l, r) => native.findTcpSocket(l.address, l.port, r.address, r.port) }),
     });
     undo.push({ what: 'closing intercepted connections', run: () => (engine.closeAll(), proxy.close(), h2.close(), pool.destroy()) });
 

@@ -191,6 +191,49 @@ describe('ProcessAttributor against a fake /proc', () => {
     await rm(join(proc.root, '4500'), { recursive: true });
   });
 
+  test('a socketTable lookup replaces /proc/net/tcp; after it fails once, the tables are read instead', async () => {
+    await proc.tables([]); // empty: only socketTable can know the socket
+    await proc.process(4600, 'node\0client.js\0', ['socket:[31337]']);
+    const asked: string[] = [];
+    let failing = false;
+    const socketTable = (l: { address: string; port: number }, r: { address: string; port: number }) => {
+      asked.push(`${l.address}:${l.port}>${r.address}:${r.port}`);
+      if (failing) throw new Error('EOPNOTSUPP');
+      return l.port === client.port ? { uid: 1000, inode: 31337, state: 1 } : null;
+    };
+    const a = new ProcessAttributor({ procRoot: proc.root, passwdPath: passwd, byteOrder: 'LE', socketTable });
+    // A v4-mapped address is asked for in its v4 form, as sock_diag wants it.
+    assert.deepEqual(await a.lookup({ address: '::ffff:127.0.0.1', port: client.port }, server), { pid: 4600, uid: 1000, user: 'alice', command: 'node client.js' });
+    assert.deepEqual(asked, ['127.0.0.1:50000>192.168.0.34:443']);
+    assert.equal(await a.lookup({ ...client, port: 50001 }, server), undefined, 'null: no such socket');
+    assert.equal(a.stats.socketTableHits, 2);
+    failing = true;
+    await proc.tables([V4_ROW]);
+    await proc.process(4321, 'curl\0', ['socket:[424242]']);
+    assert.equal((await a.lookup(client, server))?.pid, 4321, 'the /proc tables answer after a failure');
+    assert.equal((await a.lookup(client, server))?.pid, 4321);
+    assert.equal(asked.length, 3, 'a failed socketTable is not asked again');
+    await rm(join(proc.root, '4600'), { recursive: true });
+    await rm(join(proc.root, '4321'), { recursive: true });
+  });
+
+  test('a new socket of a recently attributed process is found without a full scan', async () => {
+    const row2 = V4_ROW.replace('C350', 'C351').replace('424242', '424243');
+    await proc.tables([V4_ROW]);
+    await proc.process(10, 'bash\0', ['socket:[5]']);
+    await proc.process(4700, 'h2load\0', ['/dev/null', 'socket:[424242]']);
+    const a = new ProcessAttributor({ procRoot: proc.root, passwdPath: passwd, byteOrder: 'LE' });
+    assert.equal((await a.lookup(client, server))?.pid, 4700);
+    assert.equal(a.stats.scans, 1);
+    // The same process opens another connection.
+    await proc.tables([V4_ROW, row2]);
+    await symlink('socket:[424243]', join(proc.root, '4700', 'fd', '2'));
+    assert.deepEqual(await a.lookup({ ...client, port: 50001 }, server), { pid: 4700, uid: 1000, user: 'alice', command: 'h2load' });
+    assert.equal(a.stats.scans, 1, 'found among the recent pids, no second scan');
+    await rm(join(proc.root, '4700'), { recursive: true });
+    await rm(join(proc.root, '10'), { recursive: true });
+  });
+
   test('v6 and dual-stack v4-mapped sockets are found in tcp6', async () => {
     await proc.tables([], [V6_ROW, MAPPED_ROW]);
     await proc.process(600, 'node\0app.js\0', ['socket:[77]', 'socket:[99]']);

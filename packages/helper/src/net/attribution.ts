@@ -8,6 +8,7 @@
  * not decide what to intercept and knows nothing of HTTP: the engine starts a lookup per accepted
  * connection and the relay attaches the result to that connection's exchanges.
  */
+import { readdirSync, readlinkSync } from 'node:fs';
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
@@ -145,9 +146,20 @@ export function parsePasswd(text: string): Map<number, string> {
 // ---------------------------------------------------------------------------------------------
 // I/O: the lookup with its caches
 
+/**
+ * An exact socket lookup by 4-tuple (sock_diag, see @tproxy/native findTcpSocket): null when no
+ * such socket exists; throws when the kernel cannot answer (then /proc/net/tcp{,6} is read).
+ */
+export type SocketTableLookup = (local: Endpoint, remote: Endpoint) => { uid: number; inode: number; state: number } | null;
+
 export interface AttributionOptions {
   /** Where procfs is mounted; tests point it at a fake tree. */
   procRoot?: string;
+  /**
+   * Finds the socket without reading /proc/net/tcp{,6}, whose text grows with every socket of
+   * the namespace (thousands of TIME_WAIT rows under load) and was parsed per connection.
+   */
+  socketTable?: SocketTableLookup;
   passwdPath?: string;
   /** A lookup gives up on finding the pid after this long and reports the uid alone. */
   budgetMs?: number;
@@ -183,6 +195,8 @@ const MAX_INODES = 16_384;
 const MAX_COMMANDS = 1_024;
 /** How many recently attributed pids are scanned first (a browser opens many connections). */
 const RECENT_PIDS = 32;
+/** Fd links read synchronously from those pids per lookup: ~2 µs each, so at most ~1 ms of loop time. */
+const RECENT_SCAN_MAX_FDS = 512;
 
 const SOCKET_LINK = /^socket:\[(\d+)\]$/;
 
@@ -200,6 +214,8 @@ export interface AttributionStats {
   commandHits: number;
   /** Reads of /proc/<pid>/cmdline. */
   commandReads: number;
+  /** Sockets looked up through `socketTable` instead of /proc/net/tcp{,6}. */
+  socketTableHits: number;
 }
 
 function setBounded<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
@@ -209,9 +225,11 @@ function setBounded<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
 }
 
 export class ProcessAttributor {
-  readonly stats: AttributionStats = { lookups: 0, scans: 0, fdsRead: 0, inodeHits: 0, commandHits: 0, commandReads: 0 };
+  readonly stats: AttributionStats = { lookups: 0, scans: 0, fdsRead: 0, inodeHits: 0, commandHits: 0, commandReads: 0, socketTableHits: 0 };
   private readonly root: string;
-  private readonly opts: Required<Omit<AttributionOptions, 'procRoot'>>;
+  private readonly opts: Required<Omit<AttributionOptions, 'procRoot' | 'socketTable'>>;
+  /** Dropped after its first failure (no tcp_diag in this kernel): /proc answers from then on. */
+  private socketTable: SocketTableLookup | undefined;
   private readonly holders = new Map<number, Holder>();
   private readonly commands = new Map<number, { command: string | undefined; at: number }>();
   private readonly recent: number[] = [];
@@ -222,6 +240,7 @@ export class ProcessAttributor {
 
   constructor(options: AttributionOptions = {}) {
     this.root = options.procRoot ?? '/proc';
+    this.socketTable = options.socketTable;
     this.opts = {
       passwdPath: options.passwdPath ?? '/etc/passwd',
       budgetMs: options.budgetMs ?? BUDGET_MS,
@@ -263,6 +282,17 @@ export class ProcessAttributor {
   }
 
   private async socketEntry(local: Endpoint, remote: Endpoint): Promise<ProcNetEntry | undefined> {
+    const la = canonicalAddress(local.address);
+    const ra = canonicalAddress(remote.address);
+    if (this.socketTable && la !== undefined && ra !== undefined && la.includes(':') === ra.includes(':')) {
+      try {
+        const found = this.socketTable({ address: la, port: local.port }, { address: ra, port: remote.port });
+        this.stats.socketTableHits++;
+        return found ? { local, remote, ...found } : undefined;
+      } catch {
+        this.socketTable = undefined;
+      }
+    }
     // A v4 client may also sit in tcp6 as a dual-stack socket with a v4-mapped address.
     const files = local.address.includes(':') && !/^::ffff:\d/i.test(local.address) ? ['tcp6'] : ['tcp', 'tcp6'];
     for (const file of files) {
@@ -289,6 +319,11 @@ export class ProcessAttributor {
   private async pidFor(inode: number, deadline: number): Promise<number | undefined> {
     const cached = await this.cachedPid(inode);
     if (cached !== undefined) return this.remember(cached);
+    const quick = this.scanRecent(inode);
+    if (quick !== undefined) {
+      await this.command(quick); // at once, while the holder is known to be alive (see scanAll)
+      return this.remember(quick);
+    }
     this.wanted.add(inode);
     try {
       // A scan already running may have passed the holder before this socket existed: wait for it,
@@ -315,6 +350,41 @@ export class ProcessAttributor {
     this.recent.unshift(pid);
     this.recent.length = Math.min(this.recent.length, RECENT_PIDS);
     return pid;
+  }
+
+  /**
+   * Synchronously reads the fd links of the recently attributed processes (bounded by
+   * RECENT_SCAN_MAX_FDS) and returns the one holding `inode`. A client that opens many connections
+   * (a browser, a load generator) is found here in well under a millisecond, without the
+   * thread-pool round trip per link that the full scan pays.
+   */
+  private scanRecent(inode: number): number | undefined {
+    let read = 0;
+    for (const pid of this.recent) {
+      const dir = join(this.root, String(pid), 'fd');
+      let fds: string[];
+      try {
+        fds = readdirSync(dir);
+      } catch {
+        continue; // exited
+      }
+      for (const fd of fds) {
+        if (read++ >= RECENT_SCAN_MAX_FDS) return undefined;
+        this.stats.fdsRead++;
+        let link: string;
+        try {
+          link = readlinkSync(join(dir, fd));
+        } catch {
+          continue;
+        }
+        const m = SOCKET_LINK.exec(link);
+        if (!m) continue;
+        const found = Number(m[1]);
+        setBounded(this.holders, found, { pid, fd }, MAX_INODES);
+        if (found === inode) return pid;
+      }
+    }
+    return undefined;
   }
 
   /**
