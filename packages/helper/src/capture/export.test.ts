@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import { ExchangeDetailSchema, ExchangeSchema, type Har } from '@tproxy/protocol';
+import { gzipSync } from 'node:zlib';
+import { ExchangeDetailSchema, ExchangeSchema, harEntry, harItemFromDetail, type Har, type Headers } from '@tproxy/protocol';
+import { decodeBody } from './decode.js';
 import { writeExport, type ExportSink } from './export.js';
 import { LiveExchange } from './live-exchange.js';
 import { ExchangeStore } from './store.js';
@@ -80,6 +82,92 @@ describe('writeExport', () => {
     assert.equal(e2.response.content.text, undefined);
     assert.equal(e2.response.content.comment, 'bodies left out of this export (includeBodies: false)');
     assert.deepEqual(e2.request.postData, { mimeType: '', text: '', comment: 'bodies left out of this export (includeBodies: false)' });
+  });
+
+  it('HAR bodies are decoded from their Content-Encoding, the same entry the client builds from exchanges.get', async () => {
+    const text = 'héllo, decoded world '.repeat(50);
+    const wire = gzipSync(Buffer.from(text));
+    const store = new ExchangeStore();
+    const ex = new LiveExchange({
+      client: { address: '198.18.0.1', port: 40001 },
+      server: { address: '198.18.0.2', port: 443 },
+      tls: { sni: 'upstream.test' },
+      method: 'POST',
+      url: 'https://upstream.test/upload',
+      httpVersion: '1.1',
+      headers: [['Host', 'upstream.test'], ['Content-Type', 'application/x-www-form-urlencoded'], ['Content-Encoding', 'gzip']],
+      bodyCaptureLimit: 1024 * 1024,
+    });
+    store.add(ex);
+    const sent = gzipSync(Buffer.from('a=1&b=2'));
+    ex.requestBody.add(sent);
+    const resHeaders: Headers = [['Content-Type', 'text/plain; charset=utf-8'], ['Content-Encoding', 'gzip']];
+    ex.setResponse({ status: 200, statusMessage: 'OK', httpVersion: '1.1', headers: resHeaders });
+    ex.responseBody.add(wire);
+    ex.complete();
+    store.finish(ex);
+
+    const sink = collector();
+    await writeExport(store, { format: 'har', includeBodies: true, creator }, sink);
+    const entry = (JSON.parse(sink.text()) as Har).log.entries[0]!;
+    assert.equal(entry.response.content.text, text, 'content.text is the decoded text, not gzip bytes');
+    assert.equal(entry.response.content.encoding, undefined);
+    assert.equal(entry.response.content.size, Buffer.byteLength(text), 'content.size is the decoded length');
+    assert.equal(entry.response.bodySize, wire.length, 'bodySize stays the size on the wire');
+    assert.equal(entry.response.content.compression, Buffer.byteLength(text) - wire.length);
+    assert.match(entry.response.content.comment ?? '', /decoded by tproxy from Content-Encoding gzip/);
+    assert.equal(entry.request.postData?.text, 'a=1&b=2', 'a gzip request body is decoded too');
+    assert.equal(entry.request.bodySize, sent.length);
+
+    // The client's path: exchanges.get (which decodes in the helper) → harItemFromDetail → harEntry.
+    const snap = ex.snapshot();
+    const res = snap.response!;
+    const decodedRequestBody = await decodeBody(ex.requestBody.bytes(), snap.request.headers, snap.request.body.truncated);
+    const decodedResponseBody = await decodeBody(ex.responseBody.bytes(), res.headers, res.body.truncated);
+    assert.ok(decodedRequestBody && decodedResponseBody);
+    const detail = ExchangeDetailSchema.parse({
+      exchange: snap,
+      requestBody: ex.requestBody.bytes().toString('base64'),
+      responseBody: ex.responseBody.bytes().toString('base64'),
+      decodedRequestBody,
+      decodedResponseBody,
+    });
+    assert.deepEqual(entry, JSON.parse(JSON.stringify(harEntry(harItemFromDetail(detail)))), 'both HARs agree');
+
+    // JSON Lines keeps the wire bytes: it is the lossless format.
+    const jsonl = collector();
+    await writeExport(store, { format: 'jsonl', includeBodies: true, creator }, jsonl);
+    const record = ExchangeDetailSchema.parse(JSON.parse(jsonl.text()));
+    assert.deepEqual(Buffer.from(record.responseBody, 'base64'), wire);
+  });
+
+  it('HAR falls back to the raw bytes when the declared encoding cannot be undone, without failing the export', async () => {
+    const corrupt = Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0xde, 0xad, 0x00, 0xbe, 0xef, 0xff, 0x00, 0x01]);
+    const store = new ExchangeStore();
+    const bodies: [Headers, Buffer][] = [
+      [[['Content-Encoding', 'gzip']], corrupt],
+      [[['Content-Encoding', 'compress']], Buffer.from('not really compressed')],
+      [[['Content-Encoding', 'gzip']], gzipSync(Buffer.from('fine'))],
+    ];
+    for (const [i, [headers, body]] of bodies.entries()) {
+      const ex = live(i + 1);
+      store.add(ex);
+      ex.setResponse({ status: 200, statusMessage: 'OK', httpVersion: '1.1', headers });
+      ex.responseBody.add(body);
+      ex.complete();
+      store.finish(ex);
+    }
+    const sink = collector();
+    const totals = await writeExport(store, { format: 'har', includeBodies: true, creator }, sink);
+    assert.equal(totals.count, 3);
+    const [bad, unknown, good] = (JSON.parse(sink.text()) as Har).log.entries;
+    assert.equal(bad!.response.content.encoding, 'base64', 'binary wire bytes are base64, as har.ts does for binary');
+    assert.deepEqual(Buffer.from(bad!.response.content.text!, 'base64'), corrupt);
+    assert.equal(bad!.response.content.size, corrupt.length);
+    assert.equal(bad!.response.content.compression, undefined);
+    assert.equal(unknown!.response.content.text, 'not really compressed');
+    assert.equal(unknown!.response.content.encoding, undefined);
+    assert.equal(good!.response.content.text, 'fine', 'later exchanges are still decoded');
   });
 
   it('an empty buffer is still a valid HAR document; JSON Lines is then empty', async () => {

@@ -1,13 +1,15 @@
 /**
  * `exchanges.export`'s writer: walks the buffer and writes HAR 1.2 or JSON Lines to a sink, one
  * exchange at a time, in chunks of bounded size. Memory is bounded by one exchange's document
- * (headers plus two captured bodies in text or base64) plus one chunk, never the whole document:
+ * (headers plus two captured bodies in text or base64, and for HAR their decoded copies, each at
+ * most DECODED_BODY_MAX) plus one chunk, never the whole document:
  * the id list is snapshot at the start, each id is looked up when reached (those evicted or
  * cleared meanwhile are skipped), and each chunk waits for the sink (the socket draining) before
  * the next exchange is read. It does no I/O itself; the sink does.
  */
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { HAR_TAIL, harEntry, harHead, matchesFilter, type Exchange, type ExchangeFilter, type ExportFormat, type HarCreator } from '@tproxy/protocol';
+import { HAR_TAIL, harEntry, harHead, matchesFilter, type Exchange, type ExchangeFilter, type ExportFormat, type HarCreator, type HarDecodedBody, type HarItem, type Headers } from '@tproxy/protocol';
+import { decodeBody } from './decode.js';
 import type { LiveExchange } from './live-exchange.js';
 
 /** Where the document goes: `write` resolves once the piece was handed on (e.g. the socket drained). */
@@ -77,7 +79,12 @@ class Chunker {
   }
 }
 
-/** One JSON Lines record: the `exchanges.get` result shape, or just `{ exchange }` without bodies. */
+/**
+ * One JSON Lines record: the `exchanges.get` result shape, or just `{ exchange }` without bodies.
+ * The bodies stay the raw wire bytes (base64), still compressed: JSON Lines is the lossless format,
+ * from which the exact bytes (and any decoding) can be recovered; a decoded copy would double the
+ * size and lose what was actually sent. HAR, a viewing format, gets the decoded text instead.
+ */
 function jsonlRecord(ex: LiveExchange, exchange: Exchange, includeBodies: boolean): string {
   const record = includeBodies
     ? { exchange, requestBody: ex.requestBody.bytes().toString('base64'), responseBody: ex.responseBody.bytes().toString('base64') }
@@ -85,10 +92,30 @@ function jsonlRecord(ex: LiveExchange, exchange: Exchange, includeBodies: boolea
   return `${JSON.stringify(record)}\n`;
 }
 
-function harRecord(ex: LiveExchange, exchange: Exchange, includeBodies: boolean): string {
-  const item = includeBodies
-    ? { exchange, requestBody: ex.requestBody.bytes(), responseBody: ex.responseBody.bytes() }
-    : { exchange, missingBodyNote: 'bodies left out of this export (includeBodies: false)' };
+/**
+ * A body with its Content-Encoding undone, as `exchanges.get` decodes it and `harItemFromDetail`
+ * turns it into a HarItem, so the helper's HAR and the client-built one agree. Undefined when there
+ * is nothing to decode or decoding failed: a failed decoding leaves the wire bytes as the best text.
+ */
+async function harDecoded(bytes: Buffer, headers: Headers, truncated: boolean): Promise<HarDecodedBody | undefined> {
+  const d = await decodeBody(bytes, headers, truncated);
+  return d && d.error === undefined ? { encoding: d.encoding, bytes: Buffer.from(d.base64, 'base64'), truncated: d.truncated } : undefined;
+}
+
+async function harRecord(ex: LiveExchange, exchange: Exchange, includeBodies: boolean): Promise<string> {
+  if (!includeBodies) return JSON.stringify(harEntry({ exchange, missingBodyNote: 'bodies left out of this export (includeBodies: false)' }));
+  const requestBody = ex.requestBody.bytes();
+  const responseBody = ex.responseBody.bytes();
+  const res = exchange.response;
+  const decodedRequestBody = await harDecoded(requestBody, exchange.request.headers, exchange.request.body.truncated);
+  const decodedResponseBody = res ? await harDecoded(responseBody, res.headers, res.body.truncated) : undefined;
+  const item: HarItem = {
+    exchange,
+    requestBody,
+    responseBody,
+    ...(decodedRequestBody ? { decodedRequestBody } : {}),
+    ...(decodedResponseBody ? { decodedResponseBody } : {}),
+  };
   return JSON.stringify(harEntry(item));
 }
 
@@ -106,7 +133,7 @@ export async function writeExport(source: ExportSource, opts: ExportOptions, sin
     if (!ex) continue; // evicted or cleared since the export started
     const exchange = ex.snapshot();
     if (!matchesFilter(exchange, opts.filter)) continue;
-    const text = har ? harRecord(ex, exchange, opts.includeBodies) : jsonlRecord(ex, exchange, opts.includeBodies);
+    const text = har ? await harRecord(ex, exchange, opts.includeBodies) : jsonlRecord(ex, exchange, opts.includeBodies);
     await out.push(har && count > 0 ? `,${text}` : text);
     count++;
   }

@@ -62,6 +62,7 @@ export const ExchangesExportParamsSchema = z
     /**
      * `har`: one HAR 1.2 document (`{"log": {...}}`), entries oldest first. `jsonl`: one JSON object
      * per line, shaped like the `exchanges.get` result (bodies base64; without bodies only `exchange`).
+     * HAR bodies are shown with their Content-Encoding undone; JSON Lines keeps the wire bytes.
      */
     format: ExportFormatSchema,
     /** Only exchanges matching this filter. */
