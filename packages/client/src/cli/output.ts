@@ -206,6 +206,38 @@ function formatHeaders(headers: Headers): string[] {
   return headers.map(([name, value]) => `${escapeInline(name)}: ${escapeInline(value)}`);
 }
 
+/** Trailer fields after a body (HTTP/2 trailing HEADERS, chunked trailers), styled like headers; nothing when there are none. */
+function formatTrailers(trailers: Headers | undefined): string[] {
+  return trailers && trailers.length > 0 ? ['', 'trailers:', ...formatHeaders(trailers)] : [];
+}
+
+/** Longest SSE `data` shown on one line of `tproxyctl get`, in UTF-16 units (the raw stream is in the body above). */
+const SSE_DATA_MAX = 200;
+
+/**
+ * The helper's parsed server-sent events: a summary, then one line per kept event with its time
+ * (an offset from the exchange start), which the raw body cannot tell.
+ */
+function formatSse(res: NonNullable<Exchange['response']>, events: ExchangeDetail['sseEvents']): string[] {
+  const info = res.sse;
+  if (!info && !events?.length) return [];
+  const shown = events ?? info?.events ?? [];
+  const count = info?.count ?? shown.length;
+  const kept = info?.captured ?? shown.length;
+  // `truncated` with every event kept means some event's data was cut (the helper's per-event cap).
+  const note = count === 0 ? '' : kept < count ? ` (first ${kept} kept)` : info?.truncated ? ' (all kept, some data cut)' : ' (all kept)';
+  const lines = [`--- server-sent events: ${count}${note}`];
+  for (const ev of shown) {
+    const facts = [ev.event ?? 'message', ...(ev.id !== undefined ? [`id ${ev.id}`] : []), ...(ev.retry !== undefined ? [`retry ${ev.retry}ms`] : [])];
+    const data = escapeInline(ev.data);
+    const cut = data.length > SSE_DATA_MAX ? `${data.slice(0, SSE_DATA_MAX)}…` : data;
+    lines.push(`[${ev.seq + 1}] +${formatMs(ev.t)} ${escapeInline(facts.join(' '))}  "${cut}"${ev.truncated ? ' (cut)' : ''}`);
+  }
+  // The summary carries only the newest events; exchanges.get (`sseEvents`) has every kept one.
+  if (!events && info && info.events.length < count) lines.push(`(only the newest ${info.events.length} shown)`);
+  return ['', ...lines];
+}
+
 /** A captured body for a terminal: a note on size/truncation, then escaped text or a hex summary; no final newline. */
 export function formatBody(captured: Uint8Array, info: BodyInfo, decoded?: DecodedBody): string {
   if (info.size === 0 && captured.length === 0) return '(no body)';
@@ -244,6 +276,7 @@ export function formatExchangeDetail(detail: ExchangeDetail): string {
     ...(ex.tls.clientVersion ? [`client ${escapeInline(ex.tls.clientVersion)}`] : []),
     ...(ex.tls.upstreamVersion ? [`upstream ${escapeInline(ex.tls.upstreamVersion)}`] : []),
     ...(ex.tls.alpn ? [`alpn ${escapeInline(ex.tls.alpn)}`] : []),
+    ...(ex.tls.clientAlpn?.length ? [`offered ${ex.tls.clientAlpn.map(escapeInline).join(' ')}`] : []),
   ];
   lines.push(`tls:     ${tls.join(', ')}`);
   lines.push(`started: ${formatDateTime(ex.timing.startedAt)}`);
@@ -258,13 +291,18 @@ export function formatExchangeDetail(detail: ExchangeDetail): string {
   if (ex.passthrough) {
     const p = ex.passthrough;
     lines.push(`passthrough: ${escapeInline(p.reason)}${p.detail ? ` (${escapeInline(p.detail)})` : ''}, ${formatBytes(p.bytesUp)} up, ${formatBytes(p.bytesDown)} down`);
-    return lines.join('\n');
+    return `${lines.join('\n')}\n`;
   }
-  lines.push('', '--- request', `${escapeInline(req.method)} ${escapeInline(req.url)} HTTP/${escapeInline(req.httpVersion)}`);
+  // An HTTP/2 exchange is one stream of a shared connection: its id ties it to the others.
+  const stream = ex.streamId !== undefined ? ` stream ${ex.streamId}` : '';
+  lines.push('', '--- request', `${escapeInline(req.method)} ${escapeInline(req.url)} HTTP/${escapeInline(req.httpVersion)}${stream}`);
   lines.push(...formatHeaders(req.headers), '', formatBody(Buffer.from(detail.requestBody, 'base64'), req.body, detail.decodedRequestBody));
+  lines.push(...formatTrailers(req.trailers));
   if (res) {
     lines.push('', '--- response', `HTTP/${escapeInline(res.httpVersion)} ${res.status} ${escapeInline(res.statusMessage)}`.trimEnd());
     lines.push(...formatHeaders(res.headers), '', formatBody(Buffer.from(detail.responseBody, 'base64'), res.body, detail.decodedResponseBody));
+    lines.push(...formatTrailers(res.trailers));
+    lines.push(...formatSse(res, detail.sseEvents));
   }
   if (ex.websocket) lines.push('', `--- WebSocket: ${websocketSummary(ex.websocket)}`, ...websocketMessageLines(ex.websocket));
   return `${lines.join('\n')}\n`;

@@ -1,6 +1,7 @@
 /**
  * The detail view's content as display lines, pure: summary, error, process, endpoints, TLS facts,
- * a proportional timing bar, then request and response heads and bodies (body.ts does the bodies).
+ * a proportional timing bar, then request and response heads, bodies and trailers (body.ts does the
+ * bodies); a passthrough stops after the timing, having no HTTP.
  * Each line is a list of styled segments whose text is already escaped and fits `width`; the view
  * only scrolls through them.
  */
@@ -53,6 +54,12 @@ function headerLines(headers: Headers, width: number): DetailLine[] {
       i === 0 ? [{ text: piece.slice(0, n.length + 1), bold: true }, { text: piece.slice(n.length + 1) }] : [{ text: piece }],
     );
   });
+}
+
+/** A trailer block after a body (HTTP/2 trailing HEADERS, chunked trailers, e.g. gRPC's `grpc-status`); nothing when there is none. */
+function trailerLines(title: string, trailers: Headers | undefined, width: number): DetailLine[] {
+  if (!trailers || trailers.length === 0) return [];
+  return [section(`${title} trailers (${trailers.length})`, width), ...headerLines(trailers, width)];
 }
 
 function timingLines(ex: Exchange, width: number, now: number): DetailLine[] {
@@ -141,17 +148,23 @@ export function detailLines({ exchange: ex, detail, width, now }: DetailInput): 
     ex.tls.sni !== undefined ? `SNI ${escapeInline(ex.tls.sni)}` : 'no SNI',
     `client ${escapeInline(ex.tls.clientVersion ?? '-')}`,
     `upstream ${escapeInline(ex.tls.upstreamVersion ?? '-')}`,
-    `ALPN ${escapeInline(ex.tls.alpn ?? '-')}`,
+    `ALPN ${escapeInline(ex.tls.alpn ?? '-')}${ex.tls.clientAlpn?.length ? ` (offered ${ex.tls.clientAlpn.map(escapeInline).join(', ')})` : ''}`,
   ];
   lines.push(...labelled('TLS', tls.join(' · '), w));
   lines.push(...timingLines(ex, w, now));
+  // A passthrough was never decrypted: it has no heads or bodies to show (its passthrough line says why).
+  if (ex.passthrough) return lines;
   lines.push(plain(''));
-  lines.push(section(`Request headers (${req.headers.length}) · HTTP/${escapeInline(req.httpVersion)}`, w), ...headerLines(req.headers, w));
+  // An HTTP/2 exchange is one stream of a shared connection: its id ties it to the others.
+  const stream = ex.streamId !== undefined ? ` · stream ${ex.streamId}` : '';
+  lines.push(section(`Request headers (${req.headers.length}) · HTTP/${escapeInline(req.httpVersion)}${stream}`, w), ...headerLines(req.headers, w));
   lines.push(...bodyLines('Request body', data?.requestBody, req.headers, req.body, detail, w, data?.decodedRequestBody ? { decoded: data.decodedRequestBody } : {}));
+  lines.push(...trailerLines('Request', req.trailers, w));
   if (res) {
     lines.push(section(`Response headers (${res.headers.length}) · HTTP/${escapeInline(res.httpVersion)}`, w), ...headerLines(res.headers, w));
     const sse = sseEvents(res, data?.sseEvents);
     lines.push(...bodyLines('Response body', data?.responseBody, res.headers, res.body, detail, w, { ...(data?.decodedResponseBody ? { decoded: data.decodedResponseBody } : {}), ...(sse ? { sse } : {}) }));
+    lines.push(...trailerLines('Response', res.trailers, w));
   }
   if (ex.websocket) {
     // From the live summary: an open WebSocket keeps counting after the detail was fetched.

@@ -1,8 +1,8 @@
 /**
- * `tproxyctl get ID`: one captured exchange. The human view shows heads and bodies with every
- * control character escaped (captured data is untrusted and must not drive the terminal);
- * `--body request|response` writes the raw captured bytes instead, for piping; `--json` prints
- * the raw exchanges.get result (bodies base64).
+ * `tproxyctl get ID`: one captured exchange. The human view (output.ts formatExchangeDetail) shows
+ * heads, bodies and trailers with every control character escaped (captured data is untrusted and
+ * must not drive the terminal); `--body request|response` writes the raw captured bytes instead,
+ * for piping; `--json` prints the raw exchanges.get result (bodies base64).
  */
 import { methods } from '@tproxy/protocol';
 import { UsageError, expectPositionals, stringFlag, type Command } from '../command.js';
@@ -19,8 +19,9 @@ export const getCommand: Command = {
   summary: 'Show one captured exchange: heads and bodies',
   usage: `Usage: tproxyctl get ID [--json | --body request|response]
 
-Show exchange ID (as printed by \`tproxyctl tail\`): request and response heads and bodies. Bodies
-are shown as text when they are UTF-8, else as a hex summary; control characters are escaped.
+Show exchange ID (as printed by \`tproxyctl tail\`): request and response heads, bodies and
+trailers, the HTTP/2 stream id, and a WebSocket's messages or an event stream's events. Bodies are
+shown as text when they are UTF-8, else as a hex summary; control characters are escaped.
 
   --body request|response   Write that body's raw captured bytes to stdout (for piping)
   --json                    Print the raw exchanges.get result (bodies base64)`,
