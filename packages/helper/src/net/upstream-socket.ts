@@ -13,6 +13,10 @@ export const CONNECT_TIMEOUT_MS = 10_000;
 export function markedConnector(native: Pick<NativeNet, 'connectMarked'>, bypassMark: number, timeoutMs = CONNECT_TIMEOUT_MS): SocketConnector {
   return async (address, port) => {
     const fd = await native.connectMarked(address, port, bypassMark, timeoutMs);
-    return new net.Socket({ fd, readable: true, writable: true });
+    const socket = new net.Socket({ fd, readable: true, writable: true });
+    // A streamed request body (an upload, a gRPC client stream) leaves in small writes: Nagle
+    // would hold each one until the previous is acknowledged (a delayed ACK: up to 40 ms).
+    socket.setNoDelay(true);
+    return socket;
   };
 }
