@@ -723,6 +723,48 @@ describe('Engine: ALPN learnt from the upstream first', () => {
     assert.equal(await negotiated(h1only.port, ['h2', 'http/1.1']), 'http/1.1');
   });
 
+  it('mints the leaf for a new name while the upstream handshake is still in flight', async (t) => {
+    const port = await h1Upstream(t, ['http/1.1']);
+    // A relay in front of the upstream that holds the upstream's answer back until released: the
+    // upstream handshake cannot finish before then, so a leaf minted earlier was minted meanwhile.
+    let release: () => void = () => {};
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let upstreamAnswered = false;
+    const open = new Set<net.Socket>();
+    const gate = net.createServer((c) => {
+      const u = net.connect(port, '127.0.0.1');
+      open.add(c).add(u);
+      c.pipe(u);
+      void released.then(() => {
+        upstreamAnswered = true;
+        u.pipe(c);
+      });
+      c.on('error', () => u.destroy());
+      u.on('error', () => c.destroy());
+    });
+    const gatePort = await listenLoopback(gate);
+    t.after(async () => {
+      release();
+      for (const sock of open) sock.destroy(); // the engine's pool keeps its upstream socket open
+      await closeServer(gate);
+    });
+    const mintedBeforeAnswer: boolean[] = [];
+    const h = await harness(t, gatePort, {
+      engine: { certs: { contextFor: (name) => (mintedBeforeAnswer.push(!upstreamAnswered), ours.certs.get(name)) } },
+    });
+    const res = fetchVia(h.port, ours.ca.certPem, { path: '/overlap' });
+    await within(
+      (async () => {
+        for (let i = 0; i < 200 && mintedBeforeAnswer.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      })(),
+      'the mint',
+    );
+    assert.deepEqual(mintedBeforeAnswer, [true], 'minted once, before the upstream answered our ClientHello');
+    release();
+    assert.equal((await res).body.toString(), 'h1 /overlap');
+    assert.deepEqual(mintedBeforeAnswer, [true]);
+  });
+
   it('remembers what it learnt: a second connection costs no extra upstream handshake', async (t) => {
     const port = await h1Upstream(t, ['http/1.1']);
     const h = await harness(t, port);

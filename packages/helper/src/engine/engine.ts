@@ -205,13 +205,24 @@ export class Engine {
     // all we can speak; the client decides whether that is acceptable.
     const upstreamOffer = hello.alpn.length > 0 && offer.length === 0 ? ['http/1.1'] : offer;
 
+    // The leaf for a new name is minted while the origin works on our ClientHello (its signature,
+    // the network), not after: on a never-seen host the two used to add up.
+    let minted: { context: tls.SecureContext } | { error: Error } | undefined;
+    const mint = () => {
+      if (minted) return;
+      try {
+        minted = { context: this.opts.certs.contextFor(name) };
+      } catch (err) {
+        minted = { error: err as Error };
+      }
+    };
     let protocol: string | null | undefined;
     let warm: tls.TLSSocket | undefined;
     const known = pool.knownAlpn(target, upstreamOffer);
     if (known !== undefined) {
       protocol = known;
     } else {
-      const learnt = await this.learn(target, upstreamOffer, who);
+      const learnt = await this.learn(target, upstreamOffer, who, mint);
       protocol = learnt.protocol;
       warm = learnt.socket;
     }
@@ -231,17 +242,16 @@ export class Engine {
       clientProtocol = hello.alpn.includes(protocol) ? protocol : 'http/1.1';
     }
 
-    let context: tls.SecureContext;
-    try {
-      context = this.opts.certs.contextFor(name);
-    } catch (err) {
+    mint(); // when the ALPN was known, or the upstream failed before our ClientHello left
+    if (!minted || 'error' in minted) {
       // sni.ts accepted it; the CA refusing it too would be a bug, so say so and drop.
-      log.warn(`${who}: no certificate for ${JSON.stringify(name)}: ${(err as Error).message}`);
+      log.warn(`${who}: no certificate for ${JSON.stringify(name)}: ${minted && 'error' in minted ? minted.error.message : 'none minted'}`);
       warm?.destroy();
       clearTimeout(conn.deadline);
       socket.destroy();
       return;
     }
+    const { context } = minted;
     // The ClientHello goes back in front of the stream; TLSSocket reads what the socket buffered.
     socket.unshift(first);
     const tlsSocket = new tls.TLSSocket(socket, {
@@ -282,8 +292,8 @@ export class Engine {
    * silent upstream still leaves time to finish the client handshake and answer 502. `protocol`
    * undefined means the attempt failed or ran out of time (HttpProxy will retry and report why).
    */
-  private async learn(target: UpstreamTarget, offer: string[], who: string): Promise<{ protocol: string | null | undefined; socket?: tls.TLSSocket }> {
-    const attempt = this.opts.pool.learnAlpn(target, offer);
+  private async learn(target: UpstreamTarget, offer: string[], who: string, onHelloSent: () => void): Promise<{ protocol: string | null | undefined; socket?: tls.TLSSocket }> {
+    const attempt = this.opts.pool.learnAlpn(target, offer, onHelloSent);
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((resolve) => {
       timer = setTimeout(() => resolve('late'), this.handshakeTimeoutMs / 2);

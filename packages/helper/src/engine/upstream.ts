@@ -78,9 +78,10 @@ export const H1_ALPN: readonly string[] = ['http/1.1'];
 
 /**
  * Opens, marks, TLS-handshakes and verifies one upstream connection, offering `alpn` (none when
- * empty: a client that offered no ALPN gets an upstream leg without it too).
+ * empty: a client that offered no ALPN gets an upstream leg without it too). `onHelloSent` runs
+ * once our ClientHello is on its way: work done there overlaps the origin's half of the handshake.
  */
-export async function connectUpstream(target: UpstreamTarget, opts: UpstreamOptions, alpn: readonly string[] = H1_ALPN): Promise<tls.TLSSocket> {
+export async function connectUpstream(target: UpstreamTarget, opts: UpstreamOptions, alpn: readonly string[] = H1_ALPN, onHelloSent?: () => void): Promise<tls.TLSSocket> {
   const raw = await opts.connect(target.address, target.port);
   const identity = target.serverName ?? target.address;
   return new Promise((resolve, reject) => {
@@ -107,6 +108,7 @@ export async function connectUpstream(target: UpstreamTarget, opts: UpstreamOpti
       socket.off('error', fail);
       resolve(socket);
     });
+    onHelloSent?.();
   });
 }
 
@@ -217,8 +219,8 @@ export class UpstreamPool {
    * Connects to `target` offering the client's ALPN list and returns the verified socket and the
    * protocol the upstream chose (null: none). Remembered for knownAlpn(); failures are not.
    */
-  async learnAlpn(target: UpstreamTarget, offered: readonly string[]): Promise<{ socket: tls.TLSSocket; protocol: string | null }> {
-    const socket = await connectUpstream(target, this.opts, offered);
+  async learnAlpn(target: UpstreamTarget, offered: readonly string[], onHelloSent?: () => void): Promise<{ socket: tls.TLSSocket; protocol: string | null }> {
+    const socket = await connectUpstream(target, this.opts, offered, onHelloSent);
     // Until the pool, the h1 client or the h2 session takes it (after the client's handshake), a
     // reset from the upstream must not become an uncaught 'error' that takes the helper down.
     socket.on('error', () => socket.destroy());
