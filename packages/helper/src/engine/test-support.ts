@@ -271,7 +271,7 @@ export interface EngineHarnessOptions {
   bodyCaptureLimit?: number;
   upstream?: Partial<Pick<UpstreamOptions, 'handshakeTimeoutMs' | 'idleTimeoutMs'>>;
   /** Engine options beyond the defaults (h2 server, limits, attribution). */
-  engine?: Partial<Pick<EngineOptions, 'h2' | 'handshakeTimeoutMs' | 'maxConnectionsPerProcess' | 'attribution'>>;
+  engine?: Partial<Pick<EngineOptions, 'certs' | 'h2' | 'handshakeTimeoutMs' | 'maxConnectionsPerProcess' | 'attribution'>>;
 }
 
 /** The engine as capture/service.ts assembles it, behind a plain loopback listener. */
