@@ -92,3 +92,29 @@ export function sampleCa(overrides: Partial<CaGetResult> = {}): CaGetResult {
     ...overrides,
   };
 }
+
+/** A gRPC call over HTTP/2: request and response trailers, stream 5, the client offered h2 and http/1.1. */
+export function grpcExchange(): Exchange {
+  const ex = sampleExchange({ streamId: 5 });
+  ex.tls = { ...ex.tls, alpn: 'h2', clientAlpn: ['h2', 'http/1.1'] };
+  ex.request = {
+    method: 'POST',
+    url: 'https://example.com/pkg.Svc/Call',
+    httpVersion: '2',
+    headers: [['content-type', 'application/grpc']],
+    body: { size: 0, captured: 0, truncated: false },
+    trailers: [['x-client-done', '1']],
+  };
+  ex.response = {
+    status: 200,
+    statusMessage: '',
+    httpVersion: '2',
+    headers: [['content-type', 'application/grpc']],
+    body: { size: 0, captured: 0, truncated: false },
+    trailers: [
+      ['grpc-status', '0'],
+      ['grpc-message', 'ok\x1b[2J'],
+    ],
+  };
+  return ex;
+}

@@ -3,7 +3,7 @@ process.env.TZ = 'UTC';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Exchange, ExchangeDetail } from '@tproxy/protocol';
-import { sampleExchange } from '../test/fixtures.js';
+import { grpcExchange, sampleExchange } from '../test/fixtures.js';
 import { detailLines, type DetailLine } from './detail.js';
 import type { DetailState } from './state/reducer.js';
 
@@ -27,32 +27,6 @@ function loaded(data: ExchangeDetail): DetailState {
 function render(ex: Exchange): string[] {
   const detail = loaded({ exchange: ex, requestBody: '', responseBody: '' });
   return text(detailLines({ exchange: ex, detail, width: WIDTH, now: ex.timing.startedAt + 1000 }));
-}
-
-/** A gRPC call over HTTP/2 on stream 5, with trailers both ways, no bodies. */
-function grpcExchange(): Exchange {
-  const ex = sampleExchange({ streamId: 5 });
-  ex.tls = { ...ex.tls, alpn: 'h2', clientAlpn: ['h2', 'http/1.1'] };
-  ex.request = {
-    method: 'POST',
-    url: 'https://example.com/pkg.Svc/Call',
-    httpVersion: '2',
-    headers: [['content-type', 'application/grpc']],
-    body: { size: 0, captured: 0, truncated: false },
-    trailers: [['x-client-done', '1']],
-  };
-  ex.response = {
-    status: 200,
-    statusMessage: '',
-    httpVersion: '2',
-    headers: [['content-type', 'application/grpc']],
-    body: { size: 0, captured: 0, truncated: false },
-    trailers: [
-      ['grpc-status', '0'],
-      ['grpc-message', 'ok\x1b[2J'],
-    ],
-  };
-  return ex;
 }
 
 /** Everything from the request headers on: the HTTP part of the view. */

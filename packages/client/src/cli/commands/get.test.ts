@@ -7,9 +7,9 @@ process.env.TZ = 'UTC';
 
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, test } from 'node:test';
-import type { Exchange, ExchangeDetail } from '@tproxy/protocol';
+import type { ExchangeDetail } from '@tproxy/protocol';
 import { FakeHelper } from '../../test/fake-helper.js';
-import { T0, sampleExchange } from '../../test/fixtures.js';
+import { T0, grpcExchange, sampleExchange } from '../../test/fixtures.js';
 import type { Io } from '../command.js';
 import { main } from '../main.js';
 
@@ -18,32 +18,6 @@ function recordingIo() {
   const err: string[] = [];
   const io: Io = { stdout: { write: (c) => out.push(Buffer.from(c)) }, stderr: { write: (c) => err.push(c) }, env: {} };
   return { io, stdout: () => Buffer.concat(out).toString('utf8'), stderr: () => err.join('') };
-}
-
-/** A gRPC call over HTTP/2: request and response trailers, stream 5, the client offered h2 and http/1.1. */
-function grpcExchange(): Exchange {
-  const ex = sampleExchange({ streamId: 5 });
-  ex.tls = { ...ex.tls, alpn: 'h2', clientAlpn: ['h2', 'http/1.1'] };
-  ex.request = {
-    method: 'POST',
-    url: 'https://example.com/pkg.Svc/Call',
-    httpVersion: '2',
-    headers: [['content-type', 'application/grpc']],
-    body: { size: 0, captured: 0, truncated: false },
-    trailers: [['x-client-done', '1']],
-  };
-  ex.response = {
-    status: 200,
-    statusMessage: '',
-    httpVersion: '2',
-    headers: [['content-type', 'application/grpc']],
-    body: { size: 0, captured: 0, truncated: false },
-    trailers: [
-      ['grpc-status', '0'],
-      ['grpc-message', 'ok\x1b[2J'],
-    ],
-  };
-  return ex;
 }
 
 describe('tproxyctl get', () => {
