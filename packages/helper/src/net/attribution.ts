@@ -352,6 +352,15 @@ export class ProcessAttributor {
     return pid;
   }
 
+  /** Records `pid`/`fd` as the holder of the socket an fd link names; returns its inode (none for other links). */
+  private noteHolder(link: string, pid: number, fd: string): number | undefined {
+    const m = SOCKET_LINK.exec(link);
+    if (!m) return undefined;
+    const inode = Number(m[1]);
+    setBounded(this.holders, inode, { pid, fd }, MAX_INODES);
+    return inode;
+  }
+
   /**
    * Synchronously reads the fd links of the recently attributed processes (bounded by
    * RECENT_SCAN_MAX_FDS) and returns the one holding `inode`. A client that opens many connections
@@ -377,11 +386,7 @@ export class ProcessAttributor {
         } catch {
           continue;
         }
-        const m = SOCKET_LINK.exec(link);
-        if (!m) continue;
-        const found = Number(m[1]);
-        setBounded(this.holders, found, { pid, fd }, MAX_INODES);
-        if (found === inode) return pid;
+        if (this.noteHolder(link, pid, fd) === inode) return pid;
       }
     }
     return undefined;
@@ -410,10 +415,8 @@ export class ProcessAttributor {
           if (done()) return;
           read++;
           this.stats.fdsRead++;
-          const m = SOCKET_LINK.exec(await readlink(join(dir, fd)).catch(() => ''));
-          if (!m) continue;
-          const inode = Number(m[1]);
-          setBounded(this.holders, inode, { pid, fd }, MAX_INODES);
+          const inode = this.noteHolder(await readlink(join(dir, fd)).catch(() => ''), pid, fd);
+          if (inode === undefined) continue;
           // Read the command line now, while the holder is known to be alive: a short-lived client
           // (curl) can exit before the lookup gets to it, and a zombie's cmdline reads empty.
           if (this.wanted.has(inode)) await this.command(pid);
