@@ -8,7 +8,7 @@
  * the next exchange is read. It does no I/O itself; the sink does.
  */
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { HAR_TAIL, harEntry, harHead, matchesFilter, type Exchange, type ExchangeFilter, type ExportFormat, type HarCreator, type HarDecodedBody, type HarItem, type Headers } from '@tproxy/protocol';
+import { HAR_TAIL, harDecoded, harEntry, harHead, matchesFilter, type Exchange, type ExchangeFilter, type ExportFormat, type HarCreator, type HarDecodedBody, type HarItem, type Headers } from '@tproxy/protocol';
 import { decodeBody } from './decode.js';
 import type { LiveExchange } from './live-exchange.js';
 
@@ -97,9 +97,8 @@ function jsonlRecord(ex: LiveExchange, exchange: Exchange, includeBodies: boolea
  * turns it into a HarItem, so the helper's HAR and the client-built one agree. Undefined when there
  * is nothing to decode or decoding failed: a failed decoding leaves the wire bytes as the best text.
  */
-async function harDecoded(bytes: Buffer, headers: Headers, truncated: boolean): Promise<HarDecodedBody | undefined> {
-  const d = await decodeBody(bytes, headers, truncated);
-  return d && d.error === undefined ? { encoding: d.encoding, bytes: Buffer.from(d.base64, 'base64'), truncated: d.truncated } : undefined;
+async function decodedForHar(bytes: Buffer, headers: Headers, truncated: boolean): Promise<HarDecodedBody | undefined> {
+  return harDecoded(await decodeBody(bytes, headers, truncated));
 }
 
 async function harRecord(ex: LiveExchange, exchange: Exchange, includeBodies: boolean): Promise<string> {
@@ -107,8 +106,8 @@ async function harRecord(ex: LiveExchange, exchange: Exchange, includeBodies: bo
   const requestBody = ex.requestBody.bytes();
   const responseBody = ex.responseBody.bytes();
   const res = exchange.response;
-  const decodedRequestBody = await harDecoded(requestBody, exchange.request.headers, exchange.request.body.truncated);
-  const decodedResponseBody = res ? await harDecoded(responseBody, res.headers, res.body.truncated) : undefined;
+  const decodedRequestBody = await decodedForHar(requestBody, exchange.request.headers, exchange.request.body.truncated);
+  const decodedResponseBody = res ? await decodedForHar(responseBody, res.headers, res.body.truncated) : undefined;
   const item: HarItem = {
     exchange,
     requestBody,

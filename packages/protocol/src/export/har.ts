@@ -112,7 +112,8 @@ export interface HarDecodedBody {
   readonly truncated: boolean;
 }
 
-function harDecoded(d: DecodedBody | undefined): HarDecodedBody | undefined {
+/** A decoded body as HarItem wants it; none when decoding failed (the wire bytes are then the best text there is). */
+export function harDecoded(d: DecodedBody | undefined): HarDecodedBody | undefined {
   // A failed decoding leaves the wire bytes as the best text there is.
   return d && d.error === undefined ? { encoding: d.encoding, bytes: Buffer.from(d.base64, 'base64'), truncated: d.truncated } : undefined;
 }
